@@ -1,0 +1,5 @@
+"""Monitors, plots and reports."""
+
+from .monitor import FiringRateMonitor
+
+__all__ = ["FiringRateMonitor"]

@@ -1,0 +1,52 @@
+"""The ``spikeforge`` command: parse, resolve, call the library. Nothing else lives here.
+
+Each command group lives beside the code it drives, in a module exposing ``register(subparsers)``;
+the registered parser sets ``func(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from . import __version__
+
+# modules that contribute sub-commands (each has register(subparsers))
+COMMAND_MODULES = (
+    "spikeforge.neurons.cli",
+    "spikeforge.data.cli",
+    "spikeforge.models.cli",
+    "spikeforge.training.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spikeforge",
+        description="Train, convert, compress and measure spiking neural networks.",
+    )
+    parser.add_argument("--version", action="version", version=f"spikeforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod_name in COMMAND_MODULES:
+        if importlib.util.find_spec(mod_name) is not None:
+            importlib.import_module(mod_name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"spikeforge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

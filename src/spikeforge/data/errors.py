@@ -1,0 +1,42 @@
+"""Errors raised by the data layer. Every bad file ends in one of these, never in a crash or wrong data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """Base class of the data layer's input errors (a ``ValueError``)."""
+
+
+class CorruptFileError(DataError):
+    """A file is truncated, corrupted or not in the format it claims; names the file and what is wrong.
+
+    Example:
+        >>> str(CorruptFileError("a.bin", "7 bytes is not a whole number of 5-byte events"))
+        'a.bin: 7 bytes is not a whole number of 5-byte events'
+    """
+
+    def __init__(self, path, what: str):
+        self.path = str(path)
+        self.what = what
+        super().__init__(f"{self.path}: {what}")
+
+
+class UnknownFormatError(CorruptFileError):
+    """``read_events`` could not recognise the file's format."""
+
+
+class DatasetNotFoundError(DataError, FileNotFoundError):
+    """A dataset's files are missing (and download is off or failed).
+
+    The message names the dataset, the exact files expected, every folder searched and the download URL.
+    """
+
+
+class DownloadError(DataError):
+    """A download failed (network error, HTTP error or checksum mismatch)."""
+
+
+def describe_path(path) -> str:
+    return str(Path(path))

@@ -1,0 +1,195 @@
+"""AEDAT 4.0 (iniVation DV): ``#!AER-DAT4.0\\r\\n``, an int32 length and an ``IOHeader`` flatbuffer
+(compression, data-table position, XML info node naming each stream), then packets until the data table:
+int32 stream id, int32 byte size, and a (compressed) size-prefixed flatbuffer. Event packets
+(identifier ``EVTS``) hold a vector of 16-byte structs: int64 t (us), int16 x, int16 y, bool on, 3 pad.
+
+Compression: none, LZ4 (frame format, the DV default) and LZ4-high are read with the ``lz4`` package;
+ZSTD needs the optional ``zstandard`` package. The first event stream in the info node is read;
+the sensor size is its ``sizeX`` x ``sizeY``.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+import numpy as np
+
+from ..errors import CorruptFileError
+from ._common import Recording, check_sensor_size, make_events, validate_events
+
+MAGIC = b"#!AER-DAT4.0\r\n"
+COMPRESSION = {0: "none", 1: "lz4", 2: "lz4_high", 3: "zstd", 4: "zstd_high"}
+DV_EVENT = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("on", "u1"), ("_pad", "V3")])
+MAX_PACKET = 1 << 28  # decompressed bytes per packet; DV writes far smaller packets
+
+
+class _FlatBuffer:
+    """Bounds-checked reads of the few flatbuffer constructs AEDAT 4 uses."""
+
+    def __init__(self, buf, name, what):
+        self.buf, self.name, self.what = buf, name, what
+
+    def _need(self, pos, size):
+        if pos < 0 or pos + size > len(self.buf):
+            raise CorruptFileError(self.name, f"{self.what}: flatbuffer offset {pos} (+{size}) outside its {len(self.buf)} bytes")
+
+    def u16(self, pos):
+        self._need(pos, 2)
+        return struct.unpack_from("<H", self.buf, pos)[0]
+
+    def i32(self, pos):
+        self._need(pos, 4)
+        return struct.unpack_from("<i", self.buf, pos)[0]
+
+    def u32(self, pos):
+        self._need(pos, 4)
+        return struct.unpack_from("<I", self.buf, pos)[0]
+
+    def i64(self, pos):
+        self._need(pos, 8)
+        return struct.unpack_from("<q", self.buf, pos)[0]
+
+    def root(self, pos=0):
+        return pos + self.u32(pos)
+
+    def field(self, table, index):
+        """Absolute position of field ``index`` of ``table``, or None when absent."""
+        vtable = table - self.i32(table)
+        vsize = self.u16(vtable)
+        if vsize < 4 or vsize % 2:
+            raise CorruptFileError(self.name, f"{self.what}: bad flatbuffer vtable size {vsize}")
+        if 4 + 2 * index >= vsize:
+            return None
+        off = self.u16(vtable + 4 + 2 * index)
+        return table + off if off else None
+
+    def indirect(self, pos):
+        return pos + self.u32(pos)
+
+    def string(self, pos):
+        start = self.indirect(pos)
+        n = self.u32(start)
+        self._need(start + 4, n)
+        return bytes(self.buf[start + 4:start + 4 + n])
+
+
+def _decompress(payload, compression, name, where):
+    if compression == "none":
+        return payload
+    try:
+        if compression.startswith("lz4"):
+            import lz4.frame
+
+            d = lz4.frame.LZ4FrameDecompressor()
+            out = d.decompress(payload, max_length=MAX_PACKET)
+            if not d.eof:
+                raise CorruptFileError(name, f"{where}: LZ4 frame incomplete or larger than {MAX_PACKET} bytes")
+            return out
+        try:
+            import zstandard
+        except ImportError:
+            raise CorruptFileError(name, "packets are ZSTD-compressed: install the 'zstandard' package to read them") from None
+        return zstandard.ZstdDecompressor().decompress(payload, max_output_size=MAX_PACKET)
+    except CorruptFileError:
+        raise
+    except Exception as e:  # lz4/zstd raise RuntimeError or their own error types on bad streams
+        raise CorruptFileError(name, f"{where}: cannot decompress {compression} data ({e})") from None
+
+
+def _streams(xml: str):
+    """(id, type identifier, sizeX, sizeY) of each stream in the IOHeader's info node."""
+    out = []
+    for m in re.finditer(r'<node name="(\d+)" path="[^"]*outInfo/\d+/">(.*?)</node>\s*</node>', xml, re.S):
+        body = m.group(2)
+        tid = re.search(r'key="typeIdentifier" type="string">([^<]*)<', body)
+        sx = re.search(r'key="sizeX" type="int">(\d+)<', body)
+        sy = re.search(r'key="sizeY" type="int">(\d+)<', body)
+        out.append((int(m.group(1)), tid.group(1) if tid else "", int(sx.group(1)) if sx else None,
+                    int(sy.group(1)) if sy else None))
+    return out
+
+
+def decode_aedat4(data, name="<bytes>", sensor_size=None, sort: bool = False) -> Recording:
+    """Decode the bytes of an AEDAT 4.0 file (the first event stream)."""
+    if bytes(data[: len(MAGIC)]) != MAGIC:
+        raise CorruptFileError(name, f"wrong magic number {bytes(data[:14])!r}: an AEDAT 4.0 file starts with {MAGIC!r}")
+    n = len(data)
+    pos = len(MAGIC)
+    if n < pos + 4:
+        raise CorruptFileError(name, "truncated before the IOHeader length")
+    hlen = struct.unpack_from("<i", data, pos)[0]
+    pos += 4
+    if hlen <= 0 or hlen > n - pos:
+        raise CorruptFileError(name, f"IOHeader length {hlen} does not fit in the file ({n - pos} bytes left)")
+    fb = _FlatBuffer(memoryview(data)[pos:pos + hlen], name, "IOHeader")
+    pos += hlen
+    table = fb.root()
+    f = fb.field(table, 0)
+    code = fb.i32(f) if f is not None else 0
+    if code not in COMPRESSION:
+        raise CorruptFileError(name, f"unknown compression type {code} in the IOHeader")
+    compression = COMPRESSION[code]
+    f = fb.field(table, 1)
+    table_pos = fb.i64(f) if f is not None else -1
+    f = fb.field(table, 2)
+    xml = fb.string(f).decode("utf-8", "replace") if f is not None else ""
+    streams = [s for s in _streams(xml) if s[1] == "EVTS"]
+    if not streams:
+        raise CorruptFileError(name, "the IOHeader info node lists no event stream (typeIdentifier EVTS)")
+    sid, _, sx, sy = streams[0]
+    if sensor_size is None:
+        if sx is None or sy is None:
+            raise CorruptFileError(name, f"event stream {sid} has no sizeX/sizeY in the info node: pass sensor_size")
+        sensor_size = (sx, sy, 2)
+    sensor = check_sensor_size(sensor_size)
+    end = table_pos if 0 < table_pos <= n else n
+    if table_pos > n:
+        raise CorruptFileError(name, f"data table position {table_pos} is past the end of the file ({n} bytes)")
+    chunks = []
+    while pos < end:
+        if end - pos < 8:
+            raise CorruptFileError(name, f"truncated packet header at byte {pos}")
+        stream, size = struct.unpack_from("<ii", data, pos)
+        where = f"packet at byte {pos}"
+        pos += 8
+        if size < 0 or size > end - pos:
+            raise CorruptFileError(name, f"{where}: size {size} does not fit in the {end - pos} bytes left: truncated file")
+        if stream == sid:
+            raw = _decompress(bytes(data[pos:pos + size]), compression, name, where)
+            chunks.append(_event_packet(raw, name, where))
+        pos += size
+    if chunks:
+        dv = np.concatenate(chunks)
+    else:
+        dv = np.zeros(0, DV_EVENT)
+    if dv.size and (dv["on"] > 1).any():
+        raise CorruptFileError(name, "event polarity byte is neither 0 nor 1")
+    ev = validate_events(make_events(dv["x"], dv["y"], dv["t"], dv["on"]), sensor, name, sort=sort)
+    return Recording(ev, sensor)
+
+
+def _event_packet(raw, name, where):
+    if len(raw) < 12:
+        raise CorruptFileError(name, f"{where}: event packet of {len(raw)} bytes is too short")
+    prefix = struct.unpack_from("<I", raw, 0)[0]
+    if prefix != len(raw) - 4:
+        raise CorruptFileError(name, f"{where}: size prefix {prefix} != packet body {len(raw) - 4} bytes")
+    fb = _FlatBuffer(memoryview(raw)[4:], name, where)
+    if bytes(fb.buf[4:8]) != b"EVTS":
+        raise CorruptFileError(name, f"{where}: packet identifier {bytes(fb.buf[4:8])!r} is not b'EVTS'")
+    table = fb.root()
+    f = fb.field(table, 0)
+    if f is None:
+        return np.zeros(0, DV_EVENT)
+    vec = fb.indirect(f)
+    count = fb.u32(vec)
+    fb._need(vec + 4, count * DV_EVENT.itemsize)
+    return np.frombuffer(fb.buf, DV_EVENT, count=count, offset=vec + 4)
+
+
+def read_aedat4(path, sensor_size=None, sort: bool = False) -> Recording:
+    """Read an AEDAT 4.0 file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return decode_aedat4(data, str(path), sensor_size, sort)

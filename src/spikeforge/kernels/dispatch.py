@@ -1,0 +1,60 @@
+"""The one place that picks an execution for a neuron recurrence.
+
+``backend="auto"`` picks the fastest available backend for the tensor: ``triton`` for CUDA tensors (when
+triton is installed), ``cpu`` (numba) for float32/float64 CPU tensors, else ``reference``.  A named backend
+is used or a ValueError says why it cannot be — it is never silently replaced.  :func:`resolve_backend`
+tells what "auto" chose, so runs can record it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+BACKENDS = ("auto", "reference", "cpu", "triton")
+
+
+def check_backend_name(backend) -> str:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"backend: unknown value {backend!r}; allowed: {', '.join(BACKENDS)}")
+    return backend
+
+
+def _has(mod: str) -> bool:
+    return importlib.util.find_spec(mod) is not None
+
+
+def resolve_backend(backend: str, x: torch.Tensor) -> str:
+    """The concrete backend that ``backend`` means for tensor ``x``."""
+    check_backend_name(backend)
+    if backend != "auto":
+        return backend
+    if x.device.type == "cuda":
+        return "triton" if _has("triton") else "reference"
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _has("numba"):
+        return "cpu"
+    return "reference"
+
+
+def lif_family(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v, backend, check):
+    """Run the LIF-family recurrence with the chosen backend; returns ``(spikes, v_T, v_seq | None)``."""
+    name = resolve_backend(backend, x_seq)
+    if name == "reference":
+        from .reference import lif_reference
+
+        if check and not bool(torch.isfinite(x_seq).all()):
+            raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
+        return lif_reference(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v)
+    if name == "cpu":
+        if not _has("numba"):
+            raise ValueError("backend='cpu' needs numba, which is not installed (pip install numba)")
+        from .cpu import lif_cpu
+
+        return lif_cpu(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v, check)
+    # triton
+    if not _has("triton"):
+        raise ValueError("backend='triton' needs triton, which is not installed (pip install 'spikeforge[triton]')")
+    from .triton import lif_triton
+
+    return lif_triton(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v, check)

@@ -1,0 +1,66 @@
+"""Shared pieces of every model: input handling (static or sequence) and neuron construction."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..encoding import ENCODERS
+
+
+def make_neuron(neuron: str = "lif", neuron_kwargs: dict | None = None, **overrides) -> nn.Module:
+    """A registered neuron module by name, with ``neuron_kwargs`` (and per-site ``overrides``)."""
+    from ..neurons import NEURONS
+
+    kw = dict(neuron_kwargs or {})
+    kw.update(overrides)
+    return NEURONS.create(neuron, **kw)
+
+
+class SpikingModel(nn.Module):
+    """Base of registered models.
+
+    ``forward(x)`` accepts a static batch ``[B, C, H, W]`` (encoded to ``[T, B, C, H, W]`` by ``encoder``) or a
+    sequence ``[T, B, C, H, W]``; subclasses implement ``forward_seq(x_seq) -> [T, B, num_classes]``.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, T: int = 4, encoder: str = "direct",
+                 static_ndim: int = 4):
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes: expected an integer >= 1, got {num_classes!r}")
+        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels: expected an integer >= 1, got {in_channels!r}")
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"T: expected an integer >= 1, got {T!r}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder: unknown value {encoder!r}; available: {', '.join(ENCODERS.list())}")
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.T = T
+        self.encoder = encoder
+        self.static_ndim = static_ndim
+
+    def to_sequence(self, x: torch.Tensor) -> torch.Tensor:
+        nd = self.static_ndim
+        layout = "[B, C, H, W]" if nd == 4 else f"[B, ...] with {nd} dims"
+        if not torch.is_tensor(x) or x.dim() not in (nd, nd + 1):
+            raise ValueError(
+                f"x: expected a static batch {layout} or a sequence [T, {layout[1:]}, got shape "
+                f"{tuple(getattr(x, 'shape', ()))}"
+            )
+        if not x.is_floating_point():
+            x = x.float()
+        ch = x.shape[1] if x.dim() == nd else x.shape[2]
+        if nd >= 3 and ch != self.in_channels:
+            raise ValueError(f"x: expected {self.in_channels} input channels (layout {layout} or [T, {layout[1:]}), "
+                             f"got {ch} in shape {tuple(x.shape)}")
+        if x.dim() == nd:
+            x = ENCODERS.get(self.encoder).factory(x, self.T)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_seq(self.to_sequence(x))
+
+    def forward_seq(self, x_seq: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError

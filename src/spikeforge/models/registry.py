@@ -1,0 +1,26 @@
+"""The model registry: each model family registers its entry points at the bottom of its own file."""
+
+from __future__ import annotations
+
+from .._registry import Registry
+
+MODELS = Registry("model")
+
+
+def create_model(name: str, num_classes: int = 10, in_channels: int = 1, neuron: str = "lif",
+                 neuron_kwargs: dict | None = None, T: int = 4, **kwargs):
+    """Build a registered model, e.g. ``create_model("convnet", num_classes=10, in_channels=1, T=4)``.
+
+    Every model takes a static batch ``[B, C, H, W]`` (encoded inside, direct coding by default) or a
+    sequence ``[T, B, C, H, W]``, and returns per-step outputs ``[T, B, num_classes]``.
+    """
+    from ..neurons import NEURONS
+
+    if neuron not in NEURONS:
+        raise ValueError(f"neuron: unknown value {neuron!r}; available: {', '.join(NEURONS.list())}")
+    return MODELS.create(name, num_classes=num_classes, in_channels=in_channels, neuron=neuron,
+                         neuron_kwargs=neuron_kwargs, T=T, **kwargs)
+
+
+def list_models() -> list[str]:
+    return MODELS.list()
