@@ -10,8 +10,8 @@ the sensor size is its ``sizeX`` x ``sizeY``.
 
 from __future__ import annotations
 
-import re
 import struct
+from xml.etree import ElementTree
 
 import numpy as np
 
@@ -97,17 +97,29 @@ def _decompress(payload, compression, name, where):
         raise CorruptFileError(name, f"{where}: cannot decompress {compression} data ({e})") from None
 
 
-def _streams(xml: str):
+def _streams(xml: str, name):
     """(id, type identifier, sizeX, sizeY) of each stream in the IOHeader's info node."""
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError as e:
+        raise CorruptFileError(name, f"IOHeader info node is not valid XML ({e})") from None
     out = []
-    for m in re.finditer(r'<node name="(\d+)" path="[^"]*outInfo/\d+/">(.*?)</node>\s*</node>', xml, re.S):
-        body = m.group(2)
-        tid = re.search(r'key="typeIdentifier" type="string">([^<]*)<', body)
-        sx = re.search(r'key="sizeX" type="int">(\d+)<', body)
-        sy = re.search(r'key="sizeY" type="int">(\d+)<', body)
-        out.append((int(m.group(1)), tid.group(1) if tid else "", int(sx.group(1)) if sx else None,
-                    int(sy.group(1)) if sy else None))
-    return out
+    for node in root.iter("node"):
+        if node.get("name") != "outInfo":
+            continue
+        for stream in node.findall("node"):
+            sid = stream.get("name", "")
+            if not sid.isdigit():
+                continue
+            attrs = {a.get("key"): (a.text or "") for a in stream.findall("attr")}
+            info = {}
+            for sub in stream.findall("node"):
+                if sub.get("name") == "info":
+                    info = {a.get("key"): (a.text or "") for a in sub.findall("attr")}
+            sx, sy = info.get("sizeX", ""), info.get("sizeY", "")
+            out.append((int(sid), attrs.get("typeIdentifier", ""), int(sx) if sx.isdigit() else None,
+                        int(sy) if sy.isdigit() else None))
+    return sorted(out)
 
 
 def decode_aedat4(data, name="<bytes>", sensor_size=None, sort: bool = False) -> Recording:
@@ -134,7 +146,7 @@ def decode_aedat4(data, name="<bytes>", sensor_size=None, sort: bool = False) ->
     table_pos = fb.i64(f) if f is not None else -1
     f = fb.field(table, 2)
     xml = fb.string(f).decode("utf-8", "replace") if f is not None else ""
-    streams = [s for s in _streams(xml) if s[1] == "EVTS"]
+    streams = [s for s in _streams(xml, name) if s[1] == "EVTS"]
     if not streams:
         raise CorruptFileError(name, "the IOHeader info node lists no event stream (typeIdentifier EVTS)")
     sid, _, sx, sy = streams[0]

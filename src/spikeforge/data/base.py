@@ -1,0 +1,139 @@
+"""Dataset base classes: locating files (and the error when they are missing), static in-memory sets,
+event sets with an optional on-disk frame cache."""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .download import fetch_resources
+from .errors import DatasetNotFoundError, DownloadError
+from .paths import resolve_data_dirs, writable_data_dir
+from .registry import DatasetInfo
+
+
+def missing_message(info: DatasetInfo, split: str, expected, searched, extra: str = "") -> str:
+    lines = [f"dataset {info.name!r} (split {split!r}) not found."]
+    lines.append("expected files: " + ", ".join(expected))
+    lines.append("folders searched (in order):")
+    lines.extend(f"  {p}" for p in searched)
+    if info.resources and not info.manual_download:
+        lines.append(f"download: {info.url} (or pass download=True / --download to fetch and verify it: "
+                     + ", ".join(u for r in info.resources for u in r.urls[:1]) + ")")
+    else:
+        lines.append(f"download: {info.url}" + (f" ({info.manual_download})" if info.manual_download else ""))
+    lines.append("put the files in one of the folders above, pass data_dir=/--data-dir, or set $SPIKEFORGE_DATA.")
+    if extra:
+        lines.append(extra)
+    return "\n".join(lines)
+
+
+class FileDataset(Dataset):
+    """A dataset whose files are found under one of the data roots (see :func:`resolve_data_dirs`)."""
+
+    info: ClassVar[DatasetInfo]
+    in_memory: ClassVar[bool] = False
+
+    def __init__(self, split: str, data_dir=None, transform=None, download: bool = False):
+        if split not in self.info.splits:
+            raise ValueError(f"dataset {self.info.name!r} has no split {split!r}; splits: {', '.join(self.info.splits)}")
+        self.split = split
+        self.transform = transform
+        self.root = self.locate(split, data_dir, download)
+
+    # --- hooks a dataset overrides ---
+    @classmethod
+    def candidate_folders(cls, root: Path) -> list[Path]:
+        return [root if f == "." else root / f for f in cls.info.folders]
+
+    @classmethod
+    def expected_files(cls, split: str) -> list[str]:
+        return list(cls.info.files)
+
+    @classmethod
+    def has_split(cls, folder: Path, split: str) -> bool:
+        """Whether ``folder`` holds the files of ``split`` (default: every expected file, wildcards allowed)."""
+        return all(_exists(folder, pattern) for pattern in cls.expected_files(split))
+
+    # --- locating ---
+    @classmethod
+    def find(cls, split: str, data_dir=None) -> tuple[Path | None, list[Path]]:
+        """(the folder holding ``split``, or None; every folder searched)."""
+        searched = []
+        for root in resolve_data_dirs(data_dir):
+            for folder in cls.candidate_folders(root):
+                searched.append(folder)
+                if folder.is_dir() and cls.has_split(folder, split):
+                    return folder, searched
+        return None, searched
+
+    @classmethod
+    def locate(cls, split: str, data_dir=None, download: bool = False) -> Path:
+        folder, searched = cls.find(split, data_dir)
+        if folder is not None:
+            return folder
+        expected = cls.expected_files(split)
+        if not download:
+            raise DatasetNotFoundError(missing_message(cls.info, split, expected, searched))
+        if not cls.info.resources or cls.info.manual_download:
+            raise DatasetNotFoundError(missing_message(
+                cls.info, split, expected, searched,
+                f"download=True cannot fetch {cls.info.name!r}: {cls.info.manual_download or 'no download source'}"))
+        target = cls.download_target(writable_data_dir(data_dir))
+        try:
+            fetch_resources(cls.info.resources, target)
+        except DownloadError as e:
+            raise DatasetNotFoundError(missing_message(cls.info, split, expected, searched, f"download failed: {e}")) from e
+        if target.is_dir() and cls.has_split(target, split):
+            return target
+        raise DatasetNotFoundError(missing_message(
+            cls.info, split, expected, searched + [target], f"downloaded into {target}, but the files are still missing"))
+
+    @classmethod
+    def download_target(cls, root: Path) -> Path:
+        first = cls.info.folders[0] if cls.info.folders else "."
+        return root if first == "." else root / first
+
+
+def _exists(folder: Path, pattern: str) -> bool:
+    """``pattern`` relative to ``folder``; ``*`` wildcards; ``a|b`` alternatives (e.g. ``x.gz|x``)."""
+    for alt in pattern.split("|"):
+        if any(ch in alt for ch in "*?["):
+            parent = folder / Path(alt).parent
+            if parent.is_dir() and any(fnmatch.fnmatch(p.name, Path(alt).name) for p in parent.iterdir()):
+                return True
+        elif (folder / alt).exists():
+            return True
+    return False
+
+
+class ArrayDataset(FileDataset):
+    """A static set held in memory as uint8 (or float) images [N, C, H, W] and int64 labels [N]."""
+
+    in_memory: ClassVar[bool] = True
+    images: np.ndarray
+    labels: np.ndarray
+    scale: float = 255.0  # images / scale is in [0, 1]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        x = torch.from_numpy(np.ascontiguousarray(self.images[i])).float().div_(self.scale)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.labels[i])
+
+    def arrays(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x float32 [N, C, H, W] in [0, 1], y int64 [N])."""
+        x = torch.from_numpy(np.ascontiguousarray(self.images)).float().div_(self.scale)
+        return x, torch.from_numpy(np.asarray(self.labels, dtype=np.int64)).clone()
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.info.class_names
