@@ -19,7 +19,7 @@ from .registry import DatasetInfo
 
 def missing_message(info: DatasetInfo, split: str, expected, searched, extra: str = "") -> str:
     lines = [f"dataset {info.name!r} (split {split!r}) not found."]
-    lines.append("expected files: " + ", ".join(expected))
+    lines.append("expected files: " + ", ".join(pretty_pattern(p) for p in expected))
     lines.append("folders searched (in order):")
     lines.extend(f"  {p}" for p in searched)
     if info.resources and not info.manual_download:
@@ -44,7 +44,11 @@ class FileDataset(Dataset):
             raise ValueError(f"dataset {self.info.name!r} has no split {split!r}; splits: {', '.join(self.info.splits)}")
         self.split = split
         self.transform = transform
-        self.root = self.locate(split, data_dir, download)
+        self.root = self.locate(split, data_dir, download, accept=self.accept_folder)
+
+    def accept_folder(self, folder: Path) -> bool:
+        """Instance-level filter on found folders (e.g. CIFAR's ``format=`` option); default: any."""
+        return True
 
     # --- hooks a dataset overrides ---
     @classmethod
@@ -62,19 +66,19 @@ class FileDataset(Dataset):
 
     # --- locating ---
     @classmethod
-    def find(cls, split: str, data_dir=None) -> tuple[Path | None, list[Path]]:
+    def find(cls, split: str, data_dir=None, accept=None) -> tuple[Path | None, list[Path]]:
         """(the folder holding ``split``, or None; every folder searched)."""
         searched = []
         for root in resolve_data_dirs(data_dir):
             for folder in cls.candidate_folders(root):
                 searched.append(folder)
-                if folder.is_dir() and cls.has_split(folder, split):
+                if folder.is_dir() and cls.has_split(folder, split) and (accept is None or accept(folder)):
                     return folder, searched
         return None, searched
 
     @classmethod
-    def locate(cls, split: str, data_dir=None, download: bool = False) -> Path:
-        folder, searched = cls.find(split, data_dir)
+    def locate(cls, split: str, data_dir=None, download: bool = False, accept=None) -> Path:
+        folder, searched = cls.find(split, data_dir, accept)
         if folder is not None:
             return folder
         expected = cls.expected_files(split)
@@ -89,8 +93,9 @@ class FileDataset(Dataset):
             fetch_resources(cls.info.resources, target)
         except DownloadError as e:
             raise DatasetNotFoundError(missing_message(cls.info, split, expected, searched, f"download failed: {e}")) from e
-        if target.is_dir() and cls.has_split(target, split):
-            return target
+        folder, _ = cls.find(split, data_dir, accept)
+        if folder is not None:
+            return folder
         raise DatasetNotFoundError(missing_message(
             cls.info, split, expected, searched + [target], f"downloaded into {target}, but the files are still missing"))
 
@@ -101,15 +106,20 @@ class FileDataset(Dataset):
 
 
 def _exists(folder: Path, pattern: str) -> bool:
-    """``pattern`` relative to ``folder``; ``*`` wildcards; ``a|b`` alternatives (e.g. ``x.gz|x``)."""
+    """``pattern`` relative to ``folder``; glob wildcards; ``a|b`` alternatives (e.g. ``x.gz|x``)."""
     for alt in pattern.split("|"):
         if any(ch in alt for ch in "*?["):
-            parent = folder / Path(alt).parent
-            if parent.is_dir() and any(fnmatch.fnmatch(p.name, Path(alt).name) for p in parent.iterdir()):
+            if next(iter(folder.glob(alt)), None) is not None:
                 return True
         elif (folder / alt).exists():
             return True
     return False
+
+
+def pretty_pattern(pattern: str) -> str:
+    """``'a.gz|a'`` -> ``'a.gz (or a)'``."""
+    first, *rest = pattern.split("|")
+    return first + (" (or " + ", ".join(rest) + ")" if rest else "")
 
 
 class ArrayDataset(FileDataset):
@@ -124,16 +134,80 @@ class ArrayDataset(FileDataset):
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        x = torch.from_numpy(np.ascontiguousarray(self.images[i])).float().div_(self.scale)
+        x = torch.from_numpy(np.array(self.images[i])).float().div_(self.scale)
         if self.transform is not None:
             x = self.transform(x)
         return x, int(self.labels[i])
 
     def arrays(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(x float32 [N, C, H, W] in [0, 1], y int64 [N])."""
-        x = torch.from_numpy(np.ascontiguousarray(self.images)).float().div_(self.scale)
-        return x, torch.from_numpy(np.asarray(self.labels, dtype=np.int64)).clone()
+        x = torch.empty(self.images.shape, dtype=torch.float32)
+        x.copy_(torch.from_numpy(self.images if self.images.flags.writeable else self.images.copy()))
+        return x.div_(self.scale), torch.from_numpy(np.array(self.labels, dtype=np.int64))
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.info.class_names
+
+
+class EventDataset(FileDataset):
+    """An event set: ``samples`` is a list of (source file, label, extra) built by ``index()``; ``read(i)``
+    decodes sample ``i`` into an events array checked against ``info.sensor_size``.
+
+    ``cache_dir`` caches the deterministic head of ``transform`` (e.g. Denoise + ToFrame) on disk as npz;
+    ``sort=True`` sorts recordings whose timestamps go backwards instead of raising.
+    """
+
+    def __init__(self, split: str, data_dir=None, transform=None, download: bool = False, cache_dir=None,
+                 sort: bool = False):
+        super().__init__(split, data_dir=data_dir, transform=transform, download=download)
+        self.sort = bool(sort)
+        self.samples = self.index()
+        self.cache = None
+        if cache_dir is not None:
+            from .cache import FrameCache
+
+            self.cache = FrameCache(cache_dir, self.info.name, split, transform)
+
+    @property
+    def sensor_size(self) -> tuple[int, int, int]:
+        return self.info.sensor_size
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.info.class_names
+
+    @property
+    def targets(self) -> list[int]:
+        return [s[1] for s in self.samples]
+
+    def index(self) -> list[tuple[Path, int, object]]:
+        raise NotImplementedError
+
+    def read(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def sample_id(self, i: int) -> str:
+        from .cache import file_id
+
+        path, _, extra = self.samples[i]
+        return file_id(path, "" if extra is None else str(extra))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample {i} out of range for {len(self)} samples")
+        label = self.samples[i][1]
+        if self.cache is not None:
+            out = self.cache.get(self.sample_id(i), lambda: self.read(i))
+            if self.cache.rest.transforms:
+                out = self.cache.rest(out)
+            return out, label
+        out = self.read(i)
+        if self.transform is not None:
+            out = self.transform(out)
+        return out, label

@@ -19,10 +19,9 @@ def resolve_data_dirs(data_dir=None) -> list[Path]:
     (``os.pathsep``-separated), then :func:`user_cache_dir`. Duplicates are dropped; folders need not exist.
 
     Example:
-        >>> import os
-        >>> os.environ["SPIKEFORGE_DATA"] = "/tmp/a"
-        >>> [str(p) for p in resolve_data_dirs("/tmp/b")][:2]
-        ['/tmp/b', '/tmp/a']
+        >>> dirs = resolve_data_dirs("/tmp/my-data")
+        >>> str(dirs[0]), dirs[-1] == user_cache_dir()
+        ('/tmp/my-data', True)
     """
     dirs: list[Path] = []
     if data_dir is not None:

@@ -3,3 +3,12 @@
 from .lif import LIFState, if_, if_step, lif, lif_family_seq, lif_step, plif, plif_step
 
 __all__ = ["LIFState", "if_", "if_step", "lif", "lif_family_seq", "lif_step", "plif", "plif_step"]
+
+# neuron zoo (issue 5)
+from .alif import ALIFState, alif, alif_step  # noqa: E402
+from .glif import GLIFState, glif, glif_step  # noqa: E402
+from .sigma_delta import SigmaDeltaState, activation_bits, sigma_delta, sigma_delta_step  # noqa: E402
+from .stl import stl, stl_step, stl_threshold_init  # noqa: E402
+
+__all__ += ["ALIFState", "alif", "alif_step", "GLIFState", "glif", "glif_step", "SigmaDeltaState",
+            "activation_bits", "sigma_delta", "sigma_delta_step", "stl", "stl_step", "stl_threshold_init"]

@@ -1,16 +1,21 @@
 r"""Fused CPU backend (numba): forward and hand-written backward of the LIF family over a whole sequence.
 
-Same recurrence as :mod:`spikeforge.kernels.reference` (written with the same floating-point operation
-order, so spikes are bit-identical).  The kernels are parallel over blocks of neurons (``prange``) and
-sequential in time; inside a block the neuron loop is contiguous so LLVM vectorises it.
+Same recurrence as :mod:`spikeforge.kernels.reference`, written with the same floating-point operation order
+(and no ``fastmath``), so spikes and membrane potentials are bit-identical to it.
 
-Memory: the forward saves only the pre-reset membrane :math:`h_t` (4 B/element in float32) plus the initial
-state; the backward recomputes :math:`s_t = [h_t \ge \vartheta]`, :math:`v_{t-1}` and the surrogate from it.
+Layout: the input is viewed as ``x[T, N]`` (``N`` = every non-time element, C order).  The kernels are
+parallel over blocks of ``block`` neurons (``prange``) and sequential in time; inside a block the neuron
+loop is contiguous, so LLVM vectorises it, and the block's state stays in L1.
 
-Why numba: it ships as a wheel (no compiler at install time), JIT-compiles on first use, runs the loops
-multi-threaded without the GIL, and the surrogate derivative is the very function written in
-:mod:`spikeforge.surrogate`, bound to scalar math.  Compilation happens lazily on the first call of each
-(surrogate, dtype) and is excluded from benchmarks.
+Memory: the forward writes only the spikes (and ``v_seq`` when asked); it saves for backward the *input*
+``x`` (4 B/element in float32, and nothing new is allocated for it) plus the initial state.  The backward
+re-runs the forward of one block of neurons into the gradient buffer itself (``T x block`` values, which
+stay in cache), then walks back in time, overwriting each :math:`h_t` with :math:`\partial L/\partial x_t`.
+The surrogate derivative is the very function written in :mod:`spikeforge.surrogate`, bound to scalar math.
+
+Why numba: it ships as a wheel (no compiler at install time), runs the loops multi-threaded without the GIL
+and can inline the surrogate source.  The forward compiles once per dtype (cached on disk); the backward once
+per (surrogate, dtype) in a process.  Compilation happens on first use and is excluded from benchmarks.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import torch
 
 from ..surrogate import Surrogate, bind
 
-BLOCK = 256
+L2_BYTES = 256 * 1024  # per-block working set target of the backward (T x block values)
 _lock = threading.Lock()
 _FWD = None
 _BWD: dict = {}
+_ROWS: dict = {}
 
 
 def _numba():
@@ -53,44 +59,44 @@ def _scalar_math():
 def _build_forward():
     nb = _numba()
 
-    @nb.njit(parallel=True, nogil=True, cache=True)
-    def lif_fwd(x, v0, k, vth, v_reset, hard, decay_input, save_h, save_v, s, h_out, v_seq, v_last, bad):
-        # vr0 = v_reset for hard reset; the caller passes 0 for soft reset, so v_reset is vr0 here.
+    @nb.njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+    def lif_fwd(x, v0, k, vth, v_reset, hard, decay_input, save_v, block, s, v_seq, v_last, bad):
+        # v_reset is v_r^0: the reset value for hard reset, 0 for soft reset (the caller passes 0).
         T, N = x.shape
-        nblk = (N + BLOCK - 1) // BLOCK
+        nblk = (N + block - 1) // block
         one = v_reset - v_reset + 1
         zero = v_reset - v_reset
         for b in nb.prange(nblk):
-            n0 = b * BLOCK
-            n1 = min(n0 + BLOCK, N)
+            n0 = b * block
+            n1 = min(n0 + block, N)
             m = n1 - n0
-            v = v0[n0:n1].copy()
+            v = v0[n0:n1].copy() if v0.shape[0] > 1 else np.full(m, v0[0])
             kb = k[n0:n1].copy() if k.shape[0] > 1 else np.full(m, k[0])
             thb = vth[n0:n1].copy() if vth.shape[0] > 1 else np.full(m, vth[0])
             acc = np.zeros(m, dtype=x.dtype)
-            scratch_h = np.empty(m, dtype=x.dtype)
-            scratch_v = np.empty(m, dtype=x.dtype)
             for t in range(T):
                 xr = x[t, n0:n1]
                 sr = s[t, n0:n1]
-                hr = h_out[t, n0:n1] if save_h else scratch_h
-                vsr = v_seq[t, n0:n1] if save_v else scratch_v
-                for j in range(m):
-                    xt = xr[j]
-                    vj = v[j]
-                    kk = kb[j]
-                    th = thb[j]
-                    h_di = vj + (xt - (vj - v_reset)) * kk
-                    h_nd = vj - (vj - v_reset) * kk + xt
-                    hj = h_di if decay_input else h_nd
-                    fired = hj >= th
-                    sr[j] = one if fired else zero
-                    hr[j] = hj
-                    vr = v_reset if hard else hj - th
-                    vj = vr if fired else hj
-                    v[j] = vj
-                    vsr[j] = vj
-                    acc[j] += xt * zero  # NaN iff some x was NaN or inf
+                if decay_input:
+                    for j in range(m):
+                        vj = v[j]
+                        xt = xr[j]
+                        h = vj + (xt - (vj - v_reset)) * kb[j]
+                        fired = h >= thb[j]
+                        sr[j] = one if fired else zero
+                        v[j] = (v_reset if hard else h - thb[j]) if fired else h
+                        acc[j] += xt * zero  # NaN iff some x was NaN or inf
+                else:
+                    for j in range(m):
+                        vj = v[j]
+                        xt = xr[j]
+                        h = vj - (vj - v_reset) * kb[j] + xt
+                        fired = h >= thb[j]
+                        sr[j] = one if fired else zero
+                        v[j] = (v_reset if hard else h - thb[j]) if fired else h
+                        acc[j] += xt * zero
+                if save_v:
+                    v_seq[t, n0:n1] = v
             v_last[n0:n1] = v
             for j in range(m):
                 if acc[j] != zero:
@@ -99,57 +105,114 @@ def _build_forward():
     return lif_fwd
 
 
-def _build_backward(grad_src):
+def _types(dtype):
     nb = _numba()
-    sg = nb.njit(inline="always")(bind(grad_src, _scalar_math()))
+    f = nb.from_dtype(np.dtype(dtype))
+    row_sig = nb.types.void(f[::1], f, f[::1])
+    return nb.types, f, row_sig
 
-    @nb.njit(parallel=True, nogil=True)
-    def lif_bwd(gs, gvseq, gvlast, h, v0, k, vth, v_reset, hard, decay_input, detach, alpha,
-                need_k, need_th, gx, gv0, gk, gth):
-        T, N = gs.shape
-        nblk = (N + BLOCK - 1) // BLOCK
+
+def _build_surrogate_row(grad_src, dtype):
+    """``row(u, alpha, out)``: ``out[j] = g'(u[j])`` with the derivative source bound to scalar math."""
+    nb = _numba()
+    _, _, row_sig = _types(dtype)
+    sg = nb.njit(inline="always", error_model="numpy")(bind(grad_src, _scalar_math()))
+
+    @nb.njit(row_sig, nogil=True, error_model="numpy", fastmath={"contract", "arcp"})
+    def surrogate_row(u, alpha, out):
+        for j in range(u.shape[0]):
+            out[j] = sg(u[j], alpha)
+
+    return surrogate_row
+
+
+def _build_backward(dtype):
+    """The backward driver for one dtype; the surrogate is a function-pointer argument (``surrogate_row``),
+    so this compiles once per dtype (and is cached on disk), not once per surrogate."""
+    nb = _numba()
+    types, f, row_sig = _types(dtype)
+    v1, v2 = f[::1], f[:, ::1]
+    sig = types.void(v2, v2, types.boolean, v2, v1, v1, v1, v1, f, types.boolean, types.boolean, types.boolean,
+                     types.FunctionType(row_sig), f, types.intp, v2, v1, v1, v1)
+
+    # No "contract": the recomputed h_t must stay bit-identical to the forward's (no FMA).
+    @nb.njit(sig, parallel=True, nogil=True, cache=True, error_model="numpy")
+    def lif_bwd(x, gs, gs_const, gvseq, gvlast, v0, k, vth, v_reset, hard, decay_input, detach, surrogate_row,
+                alpha, block, gx, gv0, gk, gth):
+        # gs: [T, N], or (1, 1) holding one value for every element when gs_const; gvseq / gvlast: [T, N] / [N]
+        # or empty for "no gradient".  gx doubles as scratch: it first receives h_t, which the reverse sweep
+        # overwrites with dL/dx_t.
+        T, N = x.shape
+        nblk = (N + block - 1) // block
         has_gvseq = gvseq.shape[0] > 0
+        has_gvlast = gvlast.shape[0] > 0
+        need_k = gk.shape[0] > 0
+        need_th = gth.shape[0] > 0
         one = v_reset - v_reset + 1
         zero = v_reset - v_reset
-        hf = one if hard else zero  # hard-reset flag as a number
-        nd = zero if detach else one  # reset carries gradient
-        di = one if decay_input else zero
+        nd = zero if detach else one  # 1 iff the reset carries gradient
         for b in nb.prange(nblk):
-            n0 = b * BLOCK
-            n1 = min(n0 + BLOCK, N)
+            n0 = b * block
+            n1 = min(n0 + block, N)
             m = n1 - n0
+            vinit = v0[n0:n1].copy() if v0.shape[0] > 1 else np.full(m, v0[0])
             kb = k[n0:n1].copy() if k.shape[0] > 1 else np.full(m, k[0])
             thb = vth[n0:n1].copy() if vth.shape[0] > 1 else np.full(m, vth[0])
-            dv = gvlast[n0:n1].copy()
-            dk = np.zeros(m, dtype=h.dtype)
-            dth = np.zeros(m, dtype=h.dtype)
-            zrow = np.zeros(m, dtype=h.dtype)
+            # 1. recompute h_t (bit-identical to the forward) into gx[t, block]
+            v = vinit.copy()
+            for t in range(T):
+                xr = x[t, n0:n1]
+                hr = gx[t, n0:n1]
+                if decay_input:
+                    for j in range(m):
+                        vj = v[j]
+                        h = vj + (xr[j] - (vj - v_reset)) * kb[j]
+                        hr[j] = h
+                        v[j] = (v_reset if hard else h - thb[j]) if h >= thb[j] else h
+                else:
+                    for j in range(m):
+                        vj = v[j]
+                        h = vj - (vj - v_reset) * kb[j] + xr[j]
+                        hr[j] = h
+                        v[j] = (v_reset if hard else h - thb[j]) if h >= thb[j] else h
+            # 2. reverse sweep; dv holds dL/dv_t
+            dv = gvlast[n0:n1].copy() if has_gvlast else np.zeros(m, dtype=x.dtype)
+            dk = np.zeros(m, dtype=x.dtype)
+            dth = np.zeros(m, dtype=x.dtype)
+            gsrow = np.full(m, gs[0, 0]) if gs_const else np.zeros(m, dtype=x.dtype)
+            zrow = np.zeros(m, dtype=x.dtype)
+            u = np.empty(m, dtype=x.dtype)
+            g = np.empty(m, dtype=x.dtype)
+            vprow = np.empty(m, dtype=x.dtype)
             for t in range(T - 1, -1, -1):
-                gsr = gs[t, n0:n1]
+                gsr = gsrow if gs_const else gs[t, n0:n1]
                 gvr = gvseq[t, n0:n1] if has_gvseq else zrow
-                hr = h[t, n0:n1]
-                hpr = h[t - 1, n0:n1] if t > 0 else hr
-                gxr = gx[t, n0:n1]
+                xr = x[t, n0:n1]
+                hr = gx[t, n0:n1]
                 for j in range(m):
-                    kk = kb[j]
-                    th = thb[j]
-                    hj = hr[j]
-                    g = sg(hj - th, alpha)
-                    sj = one if hj >= th else zero
+                    u[j] = hr[j] - thb[j]
+                surrogate_row(u, alpha, g)
+                if t > 0:  # v_{t-1} from h_{t-1}
+                    hpr = gx[t - 1, n0:n1]
+                    for j in range(m):
+                        hp = hpr[j]
+                        vprow[j] = (v_reset if hard else hp - thb[j]) if hp >= thb[j] else hp
+                else:
+                    vprow[:] = vinit
+                for j in range(m):
+                    gj = g[j]
+                    sj = one if u[j] >= zero else zero
                     dvj = dv[j] + gvr[j]
-                    # dv_t/dh_t and dv_t/dth through the reset (hard: v = h(1-s) + vr s; soft: v = h - th s)
-                    dvdh = hf * ((one - sj) + nd * (v_reset - hj) * g) + (one - hf) * (one - nd * th * g)
-                    dvdth = hf * (-nd * (v_reset - hj) * g) + (one - hf) * (nd * th * g - sj)
-                    dh = gsr[j] * g + dvj * dvdh
-                    dth[j] += dvj * dvdth - gsr[j] * g
-                    # v_{t-1}, recomputed from h_{t-1} (or the initial state)
-                    hp = hpr[j]
-                    vp_reset = v_reset if hard else hp - th
-                    vp = (vp_reset if hp >= th else hp) if t > 0 else v0[n0 + j]
-                    gxr[j] = dh * (di * kk + (one - di))
-                    kdiv = kk if decay_input else one
-                    dk[j] += dh * (di * ((hj - vp) / kdiv) - (one - di) * (vp - v_reset))
-                    dv[j] = dh * (one - kk)
+                    # hard: v = h (1 - s) + v_r s;  soft: v = h - th s;  s carries g unless detached
+                    c = (v_reset - hr[j]) if hard else -thb[j]
+                    base = (one - sj) if hard else one
+                    ngc = nd * c * gj
+                    gsg = gsr[j] * gj
+                    dh = gsg + dvj * (base + ngc)
+                    dth[j] += -dvj * ngc - (zero if hard else dvj * sj) - gsg
+                    dk[j] += dh * ((xr[j] if decay_input else zero) - (vprow[j] - v_reset))
+                    hr[j] = dh * kb[j] if decay_input else dh
+                    dv[j] = dh * (one - kb[j])
             gv0[n0:n1] = dv
             if need_k:
                 gk[n0:n1] = dk
@@ -167,12 +230,20 @@ def _forward_kernel():
     return _FWD
 
 
-def _backward_kernel(surrogate: Surrogate):
-    key = surrogate.grad_source
+def _backward_kernel(dtype):
     with _lock:
-        fn = _BWD.get(key)
+        fn = _BWD.get(dtype)
         if fn is None:
-            fn = _BWD[key] = _build_backward(surrogate.grad_source)
+            fn = _BWD[dtype] = _build_backward(dtype)
+    return fn
+
+
+def _surrogate_row(surrogate: Surrogate, dtype):
+    key = (surrogate.grad_source, dtype)
+    with _lock:
+        fn = _ROWS.get(key)
+        if fn is None:
+            fn = _ROWS[key] = _build_surrogate_row(surrogate.grad_source, dtype)
     return fn
 
 
@@ -182,6 +253,23 @@ def is_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _sync_threads() -> None:
+    """Run numba's loops on as many threads as torch uses (``torch.set_num_threads`` is honoured)."""
+    nb = _numba()
+    n = max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS))
+    if nb.get_num_threads() != n:
+        nb.set_num_threads(n)
+
+
+def _block(T: int, N: int, itemsize: int) -> int:
+    """Neurons per parallel block: the backward's ``T x block`` working set fits in L2, at least 4 blocks
+    per thread when there is enough work, and a multiple of 16 (whole SIMD vectors)."""
+    b = max(64, min(4096, L2_BYTES // max(1, T * itemsize)))
+    per_thread = -(-N // (4 * max(1, torch.get_num_threads())))
+    b = min(b, max(64, per_thread))
+    return max(16, (b // 16) * 16)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -198,6 +286,30 @@ def _param_vec(p, like: torch.Tensor, N: int, shape) -> torch.Tensor:
     return p.expand(shape).reshape(N).contiguous()
 
 
+def _state_vec(v0: torch.Tensor, N: int) -> torch.Tensor:
+    """The initial state as a vector of length N, or of length 1 when it is one value broadcast (stride 0)."""
+    v0 = v0.detach()
+    if N > 1 and v0.numel() == N and all(st == 0 for st in v0.stride()):
+        return v0[(0,) * v0.dim()].reshape(1).contiguous()
+    return v0.reshape(N).contiguous()
+
+
+def _saveable(p):
+    return p.detach() if torch.is_tensor(p) else None
+
+
+def _grad_arg(g, T, N, like, *, seq: bool) -> np.ndarray:
+    """An incoming gradient as a C array ([T, N] or [N]), or empty for None."""
+    if g is None:
+        return np.empty((0, 0) if seq else (0,), dtype=_np(like).dtype)
+    return _np(g.reshape((T, N) if seq else (N,)).contiguous())
+
+
+def _is_const(g: torch.Tensor) -> bool:
+    """True for a gradient that is one value broadcast everywhere (stride 0), e.g. from ``s.sum()``."""
+    return g.numel() > 1 and all(st == 0 for st in g.stride())
+
+
 class LIFFamilyCpuFn(torch.autograd.Function):
     """Fused forward/backward. ``k`` and ``v_th`` are floats or tensors broadcastable to ``x_seq.shape[1:]``."""
 
@@ -205,55 +317,64 @@ class LIFFamilyCpuFn(torch.autograd.Function):
     def forward(ctx, x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v, check):
         T = x_seq.shape[0]
         shape = x_seq.shape[1:]
-        N = int(np.prod(shape)) if len(shape) else 1
+        N = math.prod(shape)
         x2 = x_seq.detach().reshape(T, N).contiguous()
-        v0f = v0.detach().reshape(N).contiguous()
+        v0f = _state_vec(v0, N)
         kv = _param_vec(k, x2, N, shape)
         tv = _param_vec(v_th, x2, N, shape)
         hard = v_reset is not None
         vr = float(v_reset) if hard else 0.0
-        need_grad = torch.is_grad_enabled() or any(ctx.needs_input_grad)
+        block = _block(T, N, x2.element_size())
         s = torch.empty_like(x2)
-        h = torch.empty_like(x2) if need_grad else x2.new_empty((0, 0))
         v_seq = torch.empty_like(x2) if return_v else x2.new_empty((0, 0))
-        v_last = torch.empty_like(v0f)
-        bad = np.zeros((N + BLOCK - 1) // BLOCK, dtype=np.uint8)
-        vr_arr = np.array(vr, dtype=_np(x2).dtype)[()]
-        _forward_kernel()(_np(x2), _np(v0f), _np(kv), _np(tv), vr_arr, hard, decay_input, need_grad,
-                          return_v, _np(s), _np(h), _np(v_seq), _np(v_last), bad)
+        v_last = torch.empty(N, dtype=x2.dtype)
+        bad = np.zeros((N + block - 1) // block, dtype=np.uint8)
+        xa = _np(x2)
+        _sync_threads()
+        _forward_kernel()(xa, _np(v0f), _np(kv), _np(tv), xa.dtype.type(vr), hard, decay_input, return_v, block,
+                          _np(s), _np(v_seq), _np(v_last), bad)
         if check and bad.any():
             raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
-        ctx.save_for_backward(h, v0f, kv, tv)
-        ctx.cfg = (T, N, shape, hard, vr, decay_input, detach_reset, surrogate, return_v)
-        ctx.k_shape = k.shape if torch.is_tensor(k) else None
-        ctx.th_shape = v_th.shape if torch.is_tensor(v_th) else None
-        outs = [s.reshape(x_seq.shape), v_last.reshape(v0.shape)]
-        outs.append(v_seq.reshape(x_seq.shape) if return_v else None)
-        return tuple(outs)
+        # Saved: the input itself (no new memory), the initial state and the parameters as given.
+        ctx.save_for_backward(x_seq, v0f, _saveable(k), _saveable(v_th))
+        ctx.cfg = (T, N, shape, hard, vr, decay_input, detach_reset, surrogate, float(k) if not torch.is_tensor(k)
+                   else None, float(v_th) if not torch.is_tensor(v_th) else None)
+        ctx.v0_shape = v0.shape
+        return s.reshape(x_seq.shape), v_last.reshape(v0.shape), (v_seq.reshape(x_seq.shape) if return_v else None)
 
     @staticmethod
     def backward(ctx, gs, gvlast, gvseq):
-        h, v0f, kv, tv = ctx.saved_tensors
-        T, N, shape, hard, vr, decay_input, detach, surrogate, return_v = ctx.cfg
-        gs2 = (gs if gs is not None else h.new_zeros(T, N)).reshape(T, N).contiguous()
-        gvl = (gvlast if gvlast is not None else h.new_zeros(N)).reshape(N).contiguous()
-        gvs = gvseq.reshape(T, N).contiguous() if (return_v and gvseq is not None) else h.new_empty((0, 0))
+        x_seq, v0f, k_t, th_t = ctx.saved_tensors
+        T, N, shape, hard, vr, decay_input, detach, surrogate, k_f, th_f = ctx.cfg
+        x2 = x_seq.detach().reshape(T, N).contiguous()
+        dt = _np(x2).dtype
+        kv = _param_vec(k_t if k_t is not None else k_f, x2, N, shape)
+        tv = _param_vec(th_t if th_t is not None else th_f, x2, N, shape)
         need_k = bool(ctx.needs_input_grad[2])
         need_th = bool(ctx.needs_input_grad[3])
-        gx = torch.empty_like(gs2)
-        gv0 = torch.empty_like(gvl)
-        gk = torch.empty(N if need_k else 0, dtype=h.dtype)
-        gth = torch.empty(N if need_th else 0, dtype=h.dtype)
-        dt = _np(h).dtype
-        _backward_kernel(surrogate)(
-            _np(gs2), _np(gvs), _np(gvl), _np(h), _np(v0f), _np(kv), _np(tv), np.array(vr, dtype=dt)[()],
-            hard, decay_input, detach, np.array(surrogate.alpha, dtype=dt)[()], need_k, need_th,
-            _np(gx), _np(gv0), _np(gk), _np(gth),
+        gx = torch.empty_like(x2)
+        gv0 = torch.empty(N, dtype=x2.dtype)
+        gk = torch.empty(N if need_k else 0, dtype=x2.dtype)
+        gth = torch.empty(N if need_th else 0, dtype=x2.dtype)
+        if gs is None:  # only v_T / v_seq are used: the spikes' gradient is 0
+            gs_const, gs_a = True, np.zeros((1, 1), dtype=dt)
+        elif _is_const(gs):
+            gs_const, gs_a = True, np.full((1, 1), gs[(0,) * gs.dim()].item(), dtype=dt)
+        else:
+            gs_const, gs_a = False, _grad_arg(gs, T, N, x2, seq=True)
+        _sync_threads()
+        _backward_kernel(dt)(
+            _np(x2), gs_a, gs_const, _grad_arg(gvseq, T, N, x2, seq=True), _grad_arg(gvlast, T, N, x2, seq=False),
+            _np(v0f), _np(kv), _np(tv), dt.type(vr), hard, decay_input, detach, _surrogate_row(surrogate, dt),
+            dt.type(surrogate.alpha),
+            _block(T, N, x2.element_size()), _np(gx), _np(gv0), _np(gk), _np(gth),
         )
-        grad_k = _reduce_param(gk, shape, ctx.k_shape) if need_k else None
-        grad_th = _reduce_param(gth, shape, ctx.th_shape) if need_th else None
-        return (gx.reshape((T, *shape)), gv0.reshape(shape), grad_k, grad_th,
-                None, None, None, None, None, None)
+        grad_v0 = None
+        if ctx.needs_input_grad[1]:
+            grad_v0 = gv0.reshape(shape).sum_to_size(ctx.v0_shape) if ctx.v0_shape != shape else gv0.reshape(shape)
+        grad_k = _reduce_param(gk, shape, k_t.shape) if need_k else None
+        grad_th = _reduce_param(gth, shape, th_t.shape) if need_th else None
+        return (gx.reshape((T, *shape)), grad_v0, grad_k, grad_th, None, None, None, None, None, None)
 
 
 def _reduce_param(g_per_neuron: torch.Tensor, shape, p_shape) -> torch.Tensor:
@@ -262,6 +383,7 @@ def _reduce_param(g_per_neuron: torch.Tensor, shape, p_shape) -> torch.Tensor:
 
 
 def lif_cpu(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v=False, check=True):
+    """Run the fused CPU LIF family; returns ``(spikes [T, ...], v_T, v_seq or None)``."""
     if x_seq.dtype not in (torch.float32, torch.float64):
         raise ValueError(
             f"backend='cpu': dtype {x_seq.dtype} is not supported (float32, float64); "

@@ -1,6 +1,13 @@
-"""Model zoo: ``create_model(name, ...)`` and ``list_models()``; families register themselves."""
+"""Model zoo: ``create_model(name, ...)`` and ``list_models()``; families register themselves.
+
+Families (one file each, registered at the bottom of the file): ``small`` (mlp, convnet), ``vgg``,
+``resnet`` (spiking ResNet-18/34, ResNet-19, S-ResNet), ``sew_resnet``, ``ms_resnet``, ``dvs`` (event nets),
+``sctfa`` (attention net), ``lmu`` (spiking LMU), ``stcsnn`` (STCB net).  ``spikeforge models --details``
+lists them with parameter counts.
+"""
 
 from . import small  # noqa: F401  (registers mlp, convnet)
+from . import ms_resnet, resnet, sew_resnet  # noqa: F401  (register their entry points)
 from .base import SpikingModel, make_neuron
 from .registry import MODELS, create_model, list_models
 

@@ -71,5 +71,8 @@ class ConvSNN(SpikingModel):
         return self.readout(self.head(y))
 
 
-MODELS.register("mlp", help="spiking MLP for MNIST-size inputs")(SpikingMLP)
-MODELS.register("convnet", help="2-3 layer conv SNN (default model of the training pipeline)")(ConvSNN)
+MODELS.register("mlp", help="spiking MLP for MNIST-size inputs", defaults={"num_classes": 10, "in_channels": 1},
+                tiny={"input_size": 16, "hidden": (16,)})(SpikingMLP)
+MODELS.register("convnet", help="2-3 layer conv SNN (default model of the training pipeline)",
+                defaults={"num_classes": 10, "in_channels": 1},
+                tiny={"input_size": 16, "channels": (4, 8)})(ConvSNN)

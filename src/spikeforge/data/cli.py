@@ -1,0 +1,69 @@
+"""``spikeforge datasets [--data-dir D] [--details]``: list datasets, their sizes and expected files, and
+where they are looked for (``--data-dir``, then ``$SPIKEFORGE_DATA``, then the user cache)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _shape(info) -> str:
+    if info.kind == "static":
+        return "x".join(str(v) for v in info.input_shape)
+    w, h, c = info.sensor_size
+    return f"{w}x{h}x{c} sensor"
+
+
+def _sizes(info) -> str:
+    return " ".join(f"{s}={n}" for s, n in info.num_samples.items()) or "-"
+
+
+def run(args) -> int:
+    from .base import pretty_pattern
+    from .paths import resolve_data_dirs
+    from .registry import DATASETS, get_info
+
+    roots = resolve_data_dirs(args.data_dir)
+    print("data folders searched, in order: " + ", ".join(str(r) for r in roots))
+    rows = []
+    for name in DATASETS.list():
+        info = get_info(name)
+        cls = DATASETS.get(name).factory
+        if not info.files:
+            where = "embedded"
+        else:
+            found = {}
+            for split in info.splits:
+                folder, _ = cls.find(split, args.data_dir)
+                if folder is not None:
+                    found[split] = folder
+            where = ", ".join(f"{s}: {p}" for s, p in found.items()) if found else "missing"
+        rows.append((name, info.kind, str(info.num_classes), _shape(info), _sizes(info), where))
+    header = ("name", "kind", "classes", "shape", "samples", "found")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(5)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  found")
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[5])
+    if args.details:
+        for name in DATASETS.list():
+            info = get_info(name)
+            cls = DATASETS.get(name).factory
+            print(f"\n{name}: {info.description}")
+            print(f"  url: {info.url}")
+            if info.manual_download:
+                print(f"  manual download: {info.manual_download}")
+            for split in info.splits:
+                files = ", ".join(pretty_pattern(p) for p in cls.expected_files(split)) if info.files else "(none)"
+                print(f"  {split}: {files}")
+            if info.files:
+                _, searched = cls.find(info.splits[0], args.data_dir)
+                print("  folders searched: " + ", ".join(str(p) for p in searched))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "datasets", help="list datasets, their files and where they are looked for",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None, help="data root searched first")
+    p.add_argument("--details", action="store_true", help="also print expected files, folders searched and URLs")
+    p.set_defaults(func=run)

@@ -1,0 +1,569 @@
+r"""One generic engine for recurrent neurons: a neuron's update is written once, as a *cell*, and run by
+several executions.
+
+A :class:`Cell` holds two plain Python functions, written with arithmetic and a few helper names only
+(the way :mod:`spikeforge.surrogate` writes derivatives), so :func:`spikeforge.surrogate.bind` can point
+those names at torch or at scalar numba math:
+
+- ``step(x, *states, *params) -> (out, *new_states)``: one time step.  Helpers: ``spike(u)`` (Heaviside
+  :math:`u \ge 0` with the surrogate gradient), ``ste(q, a)`` (value ``q``, gradient of ``a``),
+  ``floor``, ``relu``, ``clamp(u, lo, hi)``, ``mspike(u, vth, cap)`` (``clamp(floor(u / vth), 0, cap)``, the
+  surrogate summed over the levels), and the constants ``ONE`` / ``ZERO`` (typed like the data, so float32
+  kernels compute in float32 with the same operation order as torch: spikes are bit-identical).
+- ``vjp(g_out, *g_new_states, x, *states, *params, alpha) -> (g_x, *g_states, *g_params)``: the hand-written
+  vector-Jacobian product of ``step`` (it recomputes what it needs from the step's inputs).  Helpers:
+  ``dspike(u, alpha)`` (the surrogate derivative of :mod:`spikeforge.surrogate`), ``dmspike(u, vth, cap,
+  alpha)`` (returns the derivative w.r.t. ``u``; the one w.r.t. ``vth`` is ``-dmspike_k``), ``heav``, ``relu``,
+  ``step`` (``[x > 0]``), ``floor``, ``ONE``, ``ZERO``.
+
+Executions:
+
+- ``reference``: a plain torch loop over ``x_seq.unbind(0)`` calling ``step`` bound to torch; autograd gives
+  the gradient (the definition of truth).
+- ``cpu``: a numba driver generated for the cell's arity: parallel over blocks of neurons (``prange``),
+  sequential in time, contiguous inner loop over the block (LLVM vectorises it).  The forward saves only
+  the states entering each step (``S`` x 4 B/element in float32); the backward runs ``vjp`` in reverse time.
+
+Parameters are floats or tensors broadcastable to ``x_seq.shape[1:]`` (per neuron, per channel or shared);
+their per-neuron gradients are reduced back with ``sum_to_size``.  Each (cell, dtype) compiles once per
+process on first use; the backward also once per surrogate.
+
+Example:
+    >>> import torch
+    >>> from spikeforge.kernels.fused import Cell, run_cell
+    >>> def if_step(x, v, vth):            # integrate-and-fire with soft reset
+    ...     h = v + x
+    ...     s = spike(h - vth)
+    ...     return s, h - vth * s
+    >>> def if_vjp(gs, gv, x, v, vth, alpha):
+    ...     h = v + x
+    ...     s = heav(h - vth)
+    ...     d = dspike(h - vth, alpha)
+    ...     gh = gs * d + gv * (ONE - vth * d)
+    ...     return gh, gh, -gs * d + gv * (vth * d - s)
+    >>> cell = Cell("if_soft", if_step, if_vjp, states=("v",), params=("vth",))
+    >>> s, (v,), _ = run_cell(cell, torch.full((4, 1), 0.6), params=(1.0,), backend="reference")
+    >>> s.flatten().tolist()
+    [0.0, 1.0, 0.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..surrogate import Surrogate, SpikeFn, bind, get_surrogate
+from .dispatch import check_backend_name, resolve_backend
+
+BLOCK = 256
+_lock = threading.Lock()
+_FWD: dict = {}
+_BWD: dict = {}
+
+
+@dataclass(frozen=True, eq=False)
+class Cell:
+    """A recurrent neuron's update: ``step`` and its ``vjp`` (see the module docstring), with slot names."""
+
+    name: str
+    step: Callable
+    vjp: Callable
+    states: tuple
+    params: tuple
+    no_grad_params: tuple = ()  # parameters that are flags/configuration: never get a gradient
+
+    def __post_init__(self):
+        if len(self.states) < 1:
+            raise ValueError(f"cell {self.name!r}: needs at least one state")
+
+    @property
+    def n_states(self) -> int:
+        return len(self.states)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.params)
+
+
+# --- torch bindings ------------------------------------------------------------------------------------
+class StraightThroughFn(torch.autograd.Function):
+    """Value ``q``, gradient passed to ``a`` unchanged (straight-through)."""
+
+    @staticmethod
+    def forward(ctx, q, a):
+        return q.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, g
+
+
+class MultiSpikeFn(torch.autograd.Function):
+    r"""Integer spike count ``clamp(floor(u / vth), 0, cap)``; gradient: the surrogate summed over the levels,
+    :math:`\sum_{k=1}^{cap} g'(u - k\,\vartheta)` for ``u`` and :math:`-\sum_k k\,g'(u - k\vartheta)` for ``vth``."""
+
+    @staticmethod
+    def forward(ctx, u, vth, cap, surrogate):
+        ctx.save_for_backward(u, vth)
+        ctx.cap, ctx.surrogate = cap, surrogate
+        return torch.clamp(torch.floor(u / vth), min=0.0, max=float(cap))
+
+    @staticmethod
+    def backward(ctx, g):
+        u, vth = ctx.saved_tensors
+        du = torch.zeros_like(u)
+        dth = torch.zeros_like(u)
+        for k in range(1, int(ctx.cap) + 1):
+            d = ctx.surrogate.derivative(u - vth * float(k))
+            du = du + d
+            dth = dth - float(k) * d
+        gu = g * du
+        gth = (g * dth).sum_to_size(vth.shape) if vth.requires_grad else None
+        return gu, gth, None, None
+
+
+def torch_namespace(surrogate: Surrogate) -> dict:
+    """Helper names of ``Cell.step`` bound to torch (``spike`` carries ``surrogate``'s gradient)."""
+    return {
+        "spike": lambda u: SpikeFn.apply(u, surrogate),
+        "ste": StraightThroughFn.apply,
+        "mspike": lambda u, vth, cap: MultiSpikeFn.apply(u, vth, cap, surrogate),
+        "floor": torch.floor,
+        "relu": torch.relu,
+        "clamp": lambda u, lo, hi: torch.clamp(u, lo, hi),
+        "ONE": 1.0,
+        "ZERO": 0.0,
+    }
+
+
+def torch_step(cell: Cell, surrogate: Surrogate) -> Callable:
+    """``cell.step`` bound to torch (used by the reference execution and by single-step calls)."""
+    return bind(cell.step, torch_namespace(surrogate))
+
+
+# --- numba bindings ------------------------------------------------------------------------------------
+def _numba():
+    import numba
+
+    return numba
+
+
+# Scalar helpers of the fused kernels.  ONE/ZERO are typed like the data (float32 kernels stay in float32).
+_PRELUDE = """
+import math
+import numpy as np
+import numba as nb
+from numba import prange
+
+BLOCK = {block}
+ONE = np.{dtype}(1.0)
+ZERO = np.{dtype}(0.0)
+PI = math.pi
+SQRT_PI = math.sqrt(math.pi)
+exp = math.exp
+absf = abs
+floor = np.floor
+
+
+@nb.njit(inline="always")
+def heav(u):
+    return ONE if u >= ZERO else ZERO
+
+
+spike = heav
+
+
+@nb.njit(inline="always")
+def relu(u):
+    return u if u > ZERO else ZERO
+
+
+@nb.njit(inline="always")
+def step(u):
+    return ONE if u > ZERO else ZERO
+
+
+@nb.njit(inline="always")
+def ste(q, a):
+    return q
+
+
+@nb.njit(inline="always")
+def clamp(u, lo, hi):
+    return min(max(u, lo), hi)
+
+
+@nb.njit(inline="always")
+def mspike(u, vth, cap):
+    return min(max(np.floor(u / vth), ZERO), cap)
+
+
+@nb.njit(inline="always")
+def dmspike(u, vth, cap, alpha):
+    # (sum_k g'(u - k vth), sum_k k g'(u - k vth)) over the levels k = 1..cap
+    du = ZERO
+    dk = ZERO
+    kf = ONE
+    while kf <= cap:
+        d = dspike(u - vth * kf, alpha)
+        du += d
+        dk += kf * d
+        kf += ONE
+    return du, dk
+"""
+
+
+def _renamed_source(fn: Callable, new_name: str) -> str | None:
+    """``fn``'s source with its name replaced, or None where the source is not available (e.g. a doctest)."""
+    import inspect
+    import re
+    import textwrap
+
+    try:
+        src = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        return None
+    src, n = re.subn(rf"^def {re.escape(fn.__name__)}\(", f"def {new_name}(", src, count=1, flags=re.M)
+    return src if n == 1 else None
+
+
+def _cache_dir():
+    """Where generated kernels (and numba's cache of them) live; None if it cannot be written."""
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("SPIKEFORGE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "spikeforge")
+    d = Path(root) / "fused"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError:
+        return None
+    return d
+
+
+def _build(cell: Cell, np_dtype, direction: str, grad_src=None):
+    """Compile the ``direction`` ("fwd"/"bwd") driver of ``cell`` for ``np_dtype``.
+
+    The whole kernel (helpers, the cell's function, the surrogate derivative, the driver) is generated as one
+    module source.  When the sources are available it is written to ``$SPIKEFORGE_CACHE_DIR/fused`` (default
+    ``~/.cache/spikeforge/fused``) under a name holding its hash and compiled with numba's on-disk cache, so
+    later processes load it instead of compiling (the hash makes a stale cache impossible).  Otherwise it is
+    compiled from memory with the functions bound by :func:`spikeforge.surrogate.bind`.
+    """
+    import hashlib
+    import importlib.util
+    import os
+
+    nb = _numba()
+    fname = f"fused_{direction}"
+    fn = cell.step if direction == "fwd" else cell.vjp
+    driver = (_gen_forward_src if direction == "fwd" else _gen_backward_src)(cell.n_states, cell.n_params)
+    prelude = _PRELUDE.format(block=BLOCK, dtype=np_dtype.name)
+    slot = "STEP" if direction == "fwd" else "VJP"
+    cell_src = _renamed_source(fn, "_cell_fn")
+    sg_src = _renamed_source(grad_src, "_sg_derivative") if grad_src is not None else ""
+    cache = _cache_dir() if (cell_src is not None and sg_src is not None) else None
+    if cache is not None:
+        parts = [prelude, sg_src or "", "" if grad_src is None else
+                 'dspike = nb.njit(inline="always")(_sg_derivative)\n', cell_src,
+                 f'{slot} = nb.njit(inline="always")(_cell_fn)\n', driver,
+                 f"{fname} = nb.njit(parallel=True, nogil=True, cache=True)({fname})\n"]
+        text = "\n\n".join(parts)
+        digest = hashlib.sha1(text.encode()).hexdigest()[:16]
+        path = cache / f"{cell.name}_{direction}_{np_dtype.name}_{digest}.py"
+        if not path.exists():
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        spec = importlib.util.spec_from_file_location(f"spikeforge_fused_{path.stem}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return getattr(mod, fname)
+    g: dict = {}
+    exec(compile(prelude + "\n\n" + driver, f"<spikeforge.kernels.fused:{cell.name}>", "exec"), g)  # noqa: S102
+    if grad_src is not None:
+        g["dspike"] = nb.njit(inline="always")(bind(grad_src, g))
+    g[slot] = nb.njit(inline="always")(bind(fn, g))
+    return nb.njit(parallel=True, nogil=True)(g[fname])
+
+
+def _gen_forward_src(S: int, P: int) -> str:
+    st = [f"s{i}" for i in range(S)]
+    pr = [f"p{i}" for i in range(P)]
+    L = []
+    a = L.append
+    a("def fused_fwd(x, st0, prm, save, rec, out, saved, vseq, st_last, bad):")
+    a("    T, N = x.shape")
+    a("    nblk = (N + BLOCK - 1) // BLOCK")
+    a("    zero = ZERO")
+    a("    for b in prange(nblk):")
+    a("        n0 = b * BLOCK")
+    a("        n1 = min(n0 + BLOCK, N)")
+    a("        m = n1 - n0")
+    for i in range(S):
+        a(f"        s{i} = st0[{i}, n0:n1].copy()")
+    for i in range(P):
+        a(f"        p{i} = prm[{i}, n0:n1].copy()")
+    a("        acc = np.zeros(m, dtype=x.dtype)")
+    a("        scratch = np.empty(m, dtype=x.dtype)")
+    a("        for t in range(T):")
+    a("            xr = x[t, n0:n1]")
+    a("            orow = out[t, n0:n1]")
+    for i in range(S):
+        a(f"            sv{i} = saved[{i}, t, n0:n1] if save else scratch")
+    a("            vr = vseq[t, n0:n1] if rec else scratch")
+    a("            for j in range(m):")
+    a("                xj = xr[j]")
+    for i in range(S):
+        a(f"                a{i} = s{i}[j]")
+        a(f"                sv{i}[j] = a{i}")
+    args = ", ".join(["xj"] + [f"a{i}" for i in range(S)] + [f"{p}[j]" for p in pr])
+    outs = ", ".join(["o"] + [f"ns{i}" for i in range(S)])
+    a(f"                {outs} = STEP({args})")
+    a("                orow[j] = o")
+    for i in range(S):
+        a(f"                {st[i]}[j] = ns{i}")
+    a("                vr[j] = ns0")
+    a("                acc[j] += xj * zero")
+    for i in range(S):
+        a(f"        st_last[{i}, n0:n1] = s{i}")
+    a("        for j in range(m):")
+    a("            if acc[j] != zero:")
+    a("                bad[b] = 1")
+    return "\n".join(L) + "\n"
+
+
+def _gen_backward_src(S: int, P: int) -> str:
+    L = []
+    a = L.append
+    a("def fused_bwd(gout, gst_last, gvseq, x, saved, prm, alpha, gx, gst0, gprm):")
+    a("    T, N = x.shape")
+    a("    nblk = (N + BLOCK - 1) // BLOCK")
+    a("    has_gv = gvseq.shape[0] > 0")
+    a("    zero = ZERO")
+    a("    for b in prange(nblk):")
+    a("        n0 = b * BLOCK")
+    a("        n1 = min(n0 + BLOCK, N)")
+    a("        m = n1 - n0")
+    a("        zrow = np.zeros(m, dtype=x.dtype)")
+    for i in range(S):
+        a(f"        g{i} = gst_last[{i}, n0:n1].copy()")
+    for i in range(P):
+        a(f"        p{i} = prm[{i}, n0:n1].copy()")
+        a(f"        gp{i} = np.zeros(m, dtype=x.dtype)")
+    a("        for t in range(T - 1, -1, -1):")
+    a("            xr = x[t, n0:n1]")
+    a("            gor = gout[t, n0:n1]")
+    a("            gxr = gx[t, n0:n1]")
+    a("            gvr = gvseq[t, n0:n1] if has_gv else zrow")
+    for i in range(S):
+        a(f"            sv{i} = saved[{i}, t, n0:n1]")
+    a("            for j in range(m):")
+    args = ", ".join(["gor[j]", "g0[j] + gvr[j]"] + [f"g{i}[j]" for i in range(1, S)] + ["xr[j]"]
+                     + [f"sv{i}[j]" for i in range(S)] + [f"p{i}[j]" for i in range(P)] + ["alpha"])
+    outs = ", ".join(["dx"] + [f"ds{i}" for i in range(S)] + [f"dp{i}" for i in range(P)])
+    a(f"                {outs} = VJP({args})")
+    a("                gxr[j] = dx")
+    for i in range(S):
+        a(f"                g{i}[j] = ds{i}")
+    for i in range(P):
+        a(f"                gp{i}[j] += dp{i}")
+    for i in range(S):
+        a(f"        gst0[{i}, n0:n1] = g{i}")
+    for i in range(P):
+        a(f"        gprm[{i}, n0:n1] = gp{i}")
+    return "\n".join(L) + "\n"
+
+
+def _forward_kernel(cell: Cell, np_dtype):
+    key = (cell, np_dtype.str)
+    with _lock:
+        fn = _FWD.get(key)
+        if fn is None:
+            fn = _FWD[key] = _build(cell, np_dtype, "fwd")
+    return fn
+
+
+def _backward_kernel(cell: Cell, np_dtype, surrogate: Surrogate):
+    key = (cell, np_dtype.str, surrogate.grad_source)
+    with _lock:
+        fn = _BWD.get(key)
+        if fn is None:
+            fn = _BWD[key] = _build(cell, np_dtype, "bwd", surrogate.grad_source)
+    return fn
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def _param_row(p, like: torch.Tensor, shape, N: int) -> torch.Tensor:
+    if not torch.is_tensor(p):
+        return torch.full((N,), float(p), dtype=like.dtype)
+    return torch.broadcast_to(p.detach().to(like.dtype), shape).reshape(N)
+
+
+class FusedCellFn(torch.autograd.Function):
+    """Fused numba forward/backward of any :class:`Cell` over a whole sequence ``[T, ...]``.
+
+    ``apply(cell, surrogate, record, check, x_seq, *states, *params)`` returns
+    ``(out [T, ...], v_seq [T, ...] or empty, *final_states)``.
+    """
+
+    @staticmethod
+    def forward(ctx, cell, surrogate, record, check, x_seq, *args):
+        S, P = cell.n_states, cell.n_params
+        states, params = args[:S], args[S:]
+        T = x_seq.shape[0]
+        shape = x_seq.shape[1:]
+        N = int(np.prod(shape)) if len(shape) else 1
+        x2 = x_seq.detach().reshape(T, N).contiguous()
+        st0 = torch.stack([s.detach().to(x2.dtype).reshape(N) for s in states]) if S else x2.new_empty(0, N)
+        prm = torch.stack([_param_row(p, x2, shape, N) for p in params]) if P else x2.new_empty(0, N)
+        prm = prm.contiguous()
+        save = torch.is_grad_enabled() or any(ctx.needs_input_grad)
+        out = torch.empty_like(x2)
+        saved = x2.new_empty(S, T, N) if save else x2.new_empty(0, 0, 0)
+        vseq = torch.empty_like(x2) if record else x2.new_empty(0, 0)
+        st_last = torch.empty_like(st0)
+        bad = np.zeros((N + BLOCK - 1) // BLOCK, dtype=np.uint8)
+        _forward_kernel(cell, _np(x2).dtype)(_np(x2), _np(st0), _np(prm), save, record, _np(out), _np(saved),
+                                             _np(vseq), _np(st_last), bad)
+        if check and bad.any():
+            raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
+        ctx.save_for_backward(x2, saved, prm)
+        ctx.cfg = (cell, surrogate, record, T, N, shape)
+        ctx.p_shapes = [p.shape if torch.is_tensor(p) else None for p in params]
+        ctx.s_shapes = [s.shape for s in states]
+        res = [out.reshape(x_seq.shape), vseq.reshape(x_seq.shape) if record else x2.new_empty(0)]
+        res += [st_last[i].reshape(shape) for i in range(S)]
+        return tuple(res)
+
+    @staticmethod
+    def backward(ctx, g_out, g_vseq, *g_states):
+        x2, saved, prm = ctx.saved_tensors
+        cell, surrogate, record, T, N, shape = ctx.cfg
+        S, P = cell.n_states, cell.n_params
+        dt = x2.dtype
+        go = (g_out if g_out is not None else x2.new_zeros(T, N)).reshape(T, N).contiguous().to(dt)
+        gv = g_vseq.reshape(T, N).contiguous().to(dt) if (record and g_vseq is not None) else x2.new_empty(0, 0)
+        gsl = torch.stack([(g if g is not None else x2.new_zeros(N)).reshape(N).to(dt) for g in g_states]) \
+            if S else x2.new_empty(0, N)
+        gsl = gsl.contiguous()
+        gx = torch.empty_like(x2)
+        gst0 = torch.empty(S, N, dtype=dt)
+        gprm = torch.empty(P, N, dtype=dt)
+        alpha = np.array(surrogate.alpha, dtype=_np(x2).dtype)[()]
+        _backward_kernel(cell, _np(x2).dtype, surrogate)(_np(go), _np(gsl), _np(gv), _np(x2), _np(saved),
+                                                          _np(prm), alpha, _np(gx), _np(gst0), _np(gprm))
+        needs = ctx.needs_input_grad
+        g_st = [gst0[i].reshape(shape).sum_to_size(ctx.s_shapes[i]) if needs[5 + i] else None for i in range(S)]
+        g_p = []
+        for i in range(P):
+            ps = ctx.p_shapes[i]
+            if ps is None or not needs[5 + S + i]:
+                g_p.append(None)
+            else:
+                g = gprm[i].reshape(shape)
+                g_p.append(g.sum_to_size(ps) if len(ps) else g.sum())
+        return (None, None, None, None, gx.reshape((T, *shape)), *g_st, *g_p)
+
+
+def reference_seq(cell: Cell, x_seq, states, params, surrogate: Surrogate, record: bool = False):
+    """Plain torch loop over ``x_seq.unbind(0)`` calling ``cell.step`` (autograd gives the gradient)."""
+    step = torch_step(cell, surrogate)
+    outs, vs = [], []
+    states = tuple(states)
+    for x in x_seq.unbind(0):
+        o, *states = step(x, *states, *params)
+        outs.append(o)
+        if record:
+            vs.append(states[0])
+    return torch.stack(outs), tuple(states), (torch.stack(vs) if record else None)
+
+
+def resolve_cell_backend(backend: str, x: torch.Tensor) -> str:
+    """What ``backend`` means for a cell neuron: ``cpu`` or ``reference`` (no Triton kernel for cells)."""
+    check_backend_name(backend)
+    if backend == "triton":
+        raise ValueError("backend='triton': this neuron has no Triton kernel; use 'auto', 'cpu' or 'reference'")
+    name = resolve_backend(backend, x)
+    return "reference" if name == "triton" else name
+
+
+def run_cell(cell: Cell, x_seq: torch.Tensor, states=None, params=(), surrogate="atan", backend="auto",
+             record: bool = False, check: bool = True):
+    """Run ``cell`` over ``x_seq [T, B, ...]``; returns ``(out, final_states, v_seq or None)``.
+
+    ``states`` default to zeros shaped ``[B, ...]``; ``params`` are floats or tensors broadcastable to
+    ``[B, ...]``.  ``v_seq`` (``record=True``) is the first state after every step.
+    """
+    sg = get_surrogate(surrogate)
+    shape = x_seq.shape[1:]
+    if states is None:
+        states = tuple(torch.zeros(shape, dtype=x_seq.dtype, device=x_seq.device) for _ in cell.states)
+    states = tuple(s.to(x_seq.dtype).expand(shape) if s.shape != shape else s.to(x_seq.dtype) for s in states)
+    if len(states) != cell.n_states or len(params) != cell.n_params:
+        raise ValueError(f"{cell.name}: expected {cell.n_states} states and {cell.n_params} params, got "
+                         f"{len(states)} and {len(params)}")
+    params = tuple(p.to(x_seq.dtype) if torch.is_tensor(p) else
+                   torch.tensor(float(p), dtype=x_seq.dtype, device=x_seq.device) for p in params)
+    name = resolve_cell_backend(backend, x_seq)
+    if name == "reference":
+        if check and not bool(torch.isfinite(x_seq).all()):
+            raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
+        return reference_seq(cell, x_seq, states, params, sg, record)
+    if x_seq.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"backend='cpu': dtype {x_seq.dtype} is not supported (float32, float64); "
+                         "use backend='reference' or 'auto' for half precision")
+    if x_seq.device.type != "cpu":
+        raise ValueError(f"backend='cpu': x_seq is on {x_seq.device}; the cpu backend needs CPU tensors")
+    # flags/config parameters never need a gradient
+    params = tuple(p.detach() if n in cell.no_grad_params else p for n, p in zip(cell.params, params))
+    res = FusedCellFn.apply(cell, sg, record, check, x_seq, *states, *params)
+    out, vseq, final = res[0], res[1], tuple(res[2:])
+    return out, final, (vseq if record else None)
+
+
+def cell_seq(cell: Cell, x_seq, state, state_cls, params, *, surrogate, backend, return_v, check_inputs,
+             init=None):
+    """Shared body of the functional API of cell neurons: validate, default the state, run, wrap the state.
+
+    ``state`` is ``None`` (zeros, or ``init`` values per state slot), a ``state_cls`` or a tuple of tensors.
+    Returns ``(out, state_cls)`` or ``(out, state_cls, v_seq)`` with ``return_v``.
+    """
+    from ..functional._checks import check_bool, check_seq
+
+    check_seq(x_seq)
+    check_bool("return_v", return_v)
+    check_bool("check_inputs", check_inputs)
+    check_backend_name(backend)
+    shape = x_seq.shape[1:]
+    if state is None:
+        init = init or (0.0,) * cell.n_states
+        states = tuple(torch.full(shape, float(v), dtype=x_seq.dtype, device=x_seq.device) for v in init)
+    else:
+        if not isinstance(state, tuple) or len(state) != cell.n_states:
+            raise ValueError(f"state: expected {state_cls.__name__}({', '.join(cell.states)}), got "
+                             f"{type(state).__name__}")
+        states = []
+        for name, v in zip(cell.states, state):
+            if not torch.is_tensor(v):
+                raise ValueError(f"state.{name}: expected a tensor, got {type(v).__name__}")
+            if v.shape != shape:
+                if v.numel() != 1:
+                    raise ValueError(f"state.{name}: shape {tuple(v.shape)} does not match x_seq's [B, ...] = "
+                                     f"{tuple(shape)}")
+                v = v.reshape(()).expand(shape)
+            states.append(v.to(x_seq.dtype))
+    out, final, v_seq = run_cell(cell, x_seq, tuple(states), params, surrogate, backend, return_v, check_inputs)
+    st = state_cls(*final)
+    return (out, st, v_seq) if return_v else (out, st)

@@ -1,0 +1,147 @@
+"""Run folders: ``runs/<name>/`` with ``config.yaml``, ``run.json`` (code version, device, command),
+``metrics.jsonl`` (one JSON object per epoch), ``checkpoints/{last,best}.safetensors`` (+ ``.json``),
+``plots/*.png`` and ``report.md``.
+
+A non-empty folder is never reused unless the caller resumes it or passes ``force``.
+
+Example:
+    >>> import tempfile
+    >>> from spikeforge.training.runs import RunDir
+    >>> run = RunDir.create(tempfile.mkdtemp() + "/demo")
+    >>> run.append_metrics({"epoch": 1, "test_acc": 0.5}); run.read_metrics()
+    [{'epoch': 1, 'test_acc': 0.5}]
+    >>> RunDir.create(run.path)
+    Traceback (most recent call last):
+    ...
+    ValueError: run folder ... is not empty; pass --resume to continue it or --force to overwrite it
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from .checkpoint import atomic_write_text
+
+
+def code_version() -> dict:
+    """spikeforge's version and, when the package sits in a git checkout, the commit (``+dirty`` if modified)."""
+    from .. import __version__
+
+    out = {"spikeforge": __version__, "git_commit": None}
+    src = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True,
+                                timeout=5)
+        if commit.returncode == 0:
+            out["git_commit"] = commit.stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src,
+                                   capture_output=True, text=True, timeout=5)
+            if dirty.returncode == 0 and dirty.stdout.strip():
+                out["git_commit"] += "+dirty"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    import torch
+
+    out["torch"] = torch.__version__
+    return out
+
+
+def default_run_name(dataset: str, model: str) -> str:
+    return f"{dataset}-{model}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+class RunDir:
+    """One run's folder and the files in it."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    # ------------------------------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, path, force: bool = False) -> "RunDir":
+        """A fresh run folder; refuses a non-empty one unless ``force`` (which empties it)."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"run folder {str(path)!r} exists and is not a folder")
+        if path.is_dir() and any(path.iterdir()):
+            if not force:
+                raise ValueError(f"run folder {str(path)!r} is not empty; pass --resume to continue it or "
+                                 "--force to overwrite it")
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path) -> "RunDir":
+        """An existing run folder (must hold ``config.yaml``)."""
+        path = Path(path)
+        if not (path / "config.yaml").is_file():
+            raise FileNotFoundError(f"{str(path)!r} is not a run folder (no config.yaml in it)")
+        return cls(path)
+
+    # ------------------------------------------------------------------------------------ files
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    def load_config(self):
+        from ..config import TrainConfig
+
+        return TrainConfig.from_yaml(self.config_path)
+
+    def write_json(self, name: str, obj) -> None:
+        atomic_write_text(self.path / name, json.dumps(obj, indent=1) + "\n")
+
+    def read_json(self, name: str):
+        p = self.path / name
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def append_metrics(self, record: dict) -> None:
+        """Append one epoch's record (one line, flushed and fsynced)."""
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> list[dict]:
+        """Every complete record; a torn last line (a crash mid-write) is ignored."""
+        if not self.metrics_path.is_file():
+            return []
+        out = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return out
+
+    def truncate_metrics(self, epochs_done: int) -> list[dict]:
+        """Keep only records of epochs ``<= epochs_done`` (what the checkpoint knows); returns them."""
+        keep = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs_done]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
+        return keep

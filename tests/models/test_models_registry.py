@@ -1,0 +1,157 @@
+"""Every registered model x every registered neuron: forward + backward on a tiny input; input errors;
+statelessness, DDP and torch.func.functional_call.  Generic: new models and neurons are picked up."""
+
+import inspect
+import os
+import socket
+
+import pytest
+import torch
+
+from spikeforge.models import MODELS, create_model, list_models
+from spikeforge.neurons import NEURONS
+
+T = 2
+
+
+def tiny(name, neuron="lif", neuron_kwargs=None, **over):
+    """A registered model at its tiny test config (registry meta ``tiny``) and a matching input."""
+    meta = MODELS.get(name).meta
+    kw = dict(meta.get("tiny", {}))
+    kw.update(over)
+    c = meta.get("defaults", {}).get("in_channels", 3)
+    kw.setdefault("in_channels", c)
+    model = create_model(name, num_classes=meta.get("tiny_classes", 5), neuron=neuron,
+                         neuron_kwargs=neuron_kwargs, T=T, **kw)
+    shape = meta.get("tiny_input", (kw["in_channels"], 16, 16))
+    return model, shape
+
+
+def _misfit(model_name, neuron_name):
+    """Why a neuron genuinely cannot be placed in a model, or None."""
+    factory = NEURONS.get(neuron_name).factory
+    required = [p.name for p in inspect.signature(factory).parameters.values()
+                if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and p.name != "self"]
+    if required:
+        return f"neuron {neuron_name!r} needs per-site arguments {required} that a model cannot supply generically"
+    needs_step = MODELS.get(model_name).meta.get("needs_step", False)
+    if needs_step and not callable(getattr(factory, "step", None)):
+        return f"model {model_name!r} runs its neurons step by step and neuron {neuron_name!r} has no .step"
+    return None
+
+
+PAIRS = [(m, n) for m in list_models() for n in NEURONS.list()]
+
+
+@pytest.mark.parametrize("model_name,neuron_name", PAIRS, ids=[f"{m}-{n}" for m, n in PAIRS])
+def test_every_model_runs_forward_and_backward_with_every_neuron(model_name, neuron_name):
+    why = _misfit(model_name, neuron_name)
+    if why:
+        pytest.skip(why)
+    torch.manual_seed(0)
+    model, shape = tiny(model_name, neuron_name)
+    x = torch.rand(2, *shape)
+    y = model(x)
+    k = model.num_classes
+    assert y.dim() == 3 and y.shape[1:] == (2, k), y.shape
+    assert torch.isfinite(y).all()
+    y.float().pow(2).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads), "no parameter received a gradient"
+    # the sequence form [T, B, ...] is accepted too
+    seq_shape = MODELS.get(model_name).meta.get("tiny_seq_input")
+    if seq_shape is None:
+        y2 = model(x.unsqueeze(0).expand(T, *x.shape))
+        assert y2.shape == y.shape
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_is_stateless_between_calls(name):
+    torch.manual_seed(0)
+    model, shape = tiny(name)
+    x = torch.rand(2, *shape)
+    model.eval()
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    assert torch.equal(a, b)
+    model.train()
+    # identical calls in train mode also agree (batch statistics; dropout seeded identically)
+    torch.manual_seed(1)
+    a = model(x)
+    torch.manual_seed(1)
+    b = model(x)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_functional_call_matches_module_call(name):
+    torch.manual_seed(0)
+    model, shape = tiny(name)
+    model.eval()
+    x = torch.rand(2, *shape)
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    y_func = torch.func.functional_call(model, {**params, **buffers}, (x,))
+    assert torch.equal(y_func, model(x))
+    # changing a parameter through functional_call changes the output without touching the module
+    name0, p0 = next(iter(params.items()))
+    shifted = {**params, name0: p0 + 0.5}
+    y_shift = torch.func.functional_call(model, {**shifted, **buffers}, (x,))
+    assert y_shift.shape == y_func.shape
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_models_work_under_distributed_data_parallel():
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    own = not dist.is_initialized()
+    if own:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ["MASTER_PORT"] = str(_free_port())
+        dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        for name in ("sew_resnet18", "ms_resnet18", "convnet"):
+            torch.manual_seed(0)
+            model, shape = tiny(name)
+            ref = create_model(name, num_classes=model.num_classes, T=T,
+                               **{**MODELS.get(name).meta.get("tiny", {}), "in_channels": shape[0]})
+            ref.load_state_dict(model.state_dict())
+            ddp = DDP(model)
+            x = torch.rand(2, *shape)
+            y = ddp(x)
+            y.sum().backward()
+            y_ref = ref(x)
+            y_ref.sum().backward()
+            assert torch.allclose(y, y_ref, atol=1e-6)
+            for (n1, p1), (_, p2) in zip(model.named_parameters(), ref.named_parameters()):
+                if p2.grad is not None:
+                    assert torch.allclose(p1.grad, p2.grad, atol=1e-5), n1
+    finally:
+        if own:
+            dist.destroy_process_group()
+
+
+def test_unknown_model_and_neuron_names_list_the_available_ones():
+    with pytest.raises(ValueError, match="available: .*sew_resnet18"):
+        create_model("resnet9000")
+    with pytest.raises(ValueError, match="available: .*lif"):
+        create_model("sew_resnet18", neuron="hodgkin")
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if "tiny_seq_input" not in MODELS.get(n).meta])
+def test_wrong_input_dims_or_channels_name_the_layout(name):
+    model, shape = tiny(name)
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        model(torch.rand(*shape))                         # no batch axis
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        model(torch.rand(1, 1, 2, *shape))                # too many dims
+    bad = (shape[0] + 1, *shape[1:])
+    with pytest.raises(ValueError, match=rf"expected {shape[0]} input channels"):
+        model(torch.rand(2, *bad))
