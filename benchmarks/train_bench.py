@@ -17,16 +17,22 @@ section is rebuilt from whatever results exist:
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
-import sys
-import tempfile
-import time
-from pathlib import Path
+import os
 
-import torch
-from torch import nn
+# Two OpenMP runtimes (torch's and numba's) spin-wait by default; on a shared or oversubscribed machine that
+# costs 10-50x. Passive waiting must be chosen before torch loads, and applies to both implementations.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -98,7 +104,11 @@ def phase_accuracy(args) -> dict:
     cfg = load_cfg(args.data_dir, ov)
     root = Path(args.run_root)
     t0 = time.perf_counter()
-    res = train(cfg, root / "snn", force=True)
+    snn_dir = root / "snn"
+    if args.resume and (snn_dir / "config.yaml").is_file():
+        res = train(cfg, snn_dir, resume=True)  # continue an interrupted benchmark run (same config)
+    else:
+        res = train(cfg, snn_dir, force=True)
     hist = [json.loads(line) for line in (root / "snn" / "metrics.jsonl").read_text().splitlines()]
     out["snn"] = {"epochs": len(hist), "test_acc": [r["test_acc"] for r in hist], "best": res["best_acc"],
                   "wall_s": time.perf_counter() - t0, "train_s": sum(r["epoch_seconds"] for r in hist),
@@ -226,6 +236,7 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per implementation (speed phase)")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted accuracy run")
     ap.add_argument("--results", default=str(Path(tempfile.gettempdir()) / "spikeforge_bench"))
     ap.add_argument("--run-root", default=str(Path(tempfile.gettempdir()) / "spikeforge_bench" / "runs"))
     args = ap.parse_args(argv)

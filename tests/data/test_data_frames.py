@@ -40,7 +40,7 @@ def frames_reference(ev, sensor, n_time_bins=None, time_window=None, split_by="t
 
 CASES = [
     dict(n_time_bins=1), dict(n_time_bins=7), dict(n_time_bins=16, split_by="number"), dict(n_time_bins=3, split_by="number"),
-    dict(time_window=10_000), dict(time_window=33_333, n_time_bins=4), dict(time_window=1),
+    dict(time_window=10_000), dict(time_window=33_333, n_time_bins=4), dict(time_window=997),
 ]
 
 
@@ -75,6 +75,8 @@ def test_frames_bad_arguments():
         events_to_frames(ev, (2, 2, 2))
     with pytest.raises(ValueError, match="outside the 1x1 sensor"):
         events_to_frames(make_events([1], [0], [0], [0]), (1, 1, 2), n_time_bins=1)
+    with pytest.raises(ValueError, match="larger time_window"):
+        events_to_frames(make_events([0, 0], [0, 0], [0, 10**12], [0, 0]), (128, 128, 2), time_window=1)
     with pytest.raises(ValueError, match="split_by"):
         ToFrame((2, 2, 2), n_time_bins=2, split_by="count")
     assert events_to_frames(ev[:0], (2, 2, 2), n_time_bins=3).shape == (3, 2, 2, 2)

@@ -23,7 +23,7 @@ def missing_message(info: DatasetInfo, split: str, expected, searched, extra: st
     lines.append("folders searched (in order):")
     lines.extend(f"  {p}" for p in searched)
     if info.resources and not info.manual_download:
-        lines.append(f"download: {info.url} (or pass download=True / --download to fetch and verify it: "
+        lines.append(f"download: {info.url} (or pass download=True to fetch and verify it from "
                      + ", ".join(u for r in info.resources for u in r.urls[:1]) + ")")
     else:
         lines.append(f"download: {info.url}" + (f" ({info.manual_download})" if info.manual_download else ""))

@@ -35,7 +35,7 @@ class CIFAR10DVS(EventDataset):
 
     info = DatasetInfo(
         name="cifar10_dvs", kind="event", num_classes=10, class_names=CLASSES, splits=("train", "test", "all"),
-        files=tuple(f"{c}/cifar10_{c}_*.aedat|{c}/cifar10_{c}_*.aedat4" for c in CLASSES),
+        files=("<class>/cifar10_<class>_<index>.aedat|<class>/cifar10_<class>_<index>.aedat4",),
         url="https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671",
         folders=("cifar10-dvs", "CIFAR10DVS", "cifar10_dvs"), sensor_size=(128, 128, 2),
         num_samples={"all": 10000, "train": 9000, "test": 1000},
@@ -55,7 +55,7 @@ class CIFAR10DVS(EventDataset):
     @classmethod
     def has_split(cls, folder, split) -> bool:
         """Any class folder with recordings (a partial copy loads the classes present)."""
-        return any(_exists(folder, pattern) for pattern in cls.info.files)
+        return any(_exists(folder, f"{c}/cifar10_{c}_*.aedat|{c}/cifar10_{c}_*.aedat4") for c in CLASSES)
 
     def index(self):
         cut = int(round(self.train_fraction * PER_CLASS))

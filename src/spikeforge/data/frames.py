@@ -19,6 +19,7 @@ import torch
 from .events._common import check_sensor_size
 
 SPLITS = ("time", "number")
+MAX_FRAME_ELEMENTS = 1 << 31
 
 
 def _check_args(n_time_bins, time_window, split_by):
@@ -89,6 +90,9 @@ def events_to_frames(events, sensor_size, n_time_bins=None, time_window=None, sp
     """
     W, H, P = check_sensor_size(sensor_size)
     b, keep, T = time_bins(events, n_time_bins, time_window, split_by, t_start)
+    if T * P * H * W > MAX_FRAME_ELEMENTS:
+        raise ValueError(f"{T} frames of {P}x{H}x{W} is {T * P * H * W} values (more than {MAX_FRAME_ELEMENTS}); "
+                         "use a larger time_window or set n_time_bins")
     ev = events if keep is None else events[keep]
     if len(ev) == 0:
         return np.zeros((T, P, H, W), dtype)

@@ -52,11 +52,11 @@ class RandomCropPad:
         padded = F.pad(xb, (p, p, p, p), value=self.fill) if p else xb
         oy = _rand_int(H + 2 * p - self.h, B, generator, x.device)
         ox = _rand_int(W + 2 * p - self.w, B, generator, x.device)
-        rows = (oy[:, None] + torch.arange(self.h, device=x.device))[:, None, :, None]  # [B,1,h,1]
-        cols = (ox[:, None] + torch.arange(self.w, device=x.device))[:, None, None, :]  # [B,1,1,w]
-        bi = torch.arange(B, device=x.device)[:, None, None, None]
-        ci = torch.arange(C, device=x.device)[None, :, None, None]
-        out = padded[bi, ci, rows, cols]
+        Wp = W + 2 * p
+        # one gather over the flattened padded image: index of output pixel (i, j) = (oy + i) * Wp + ox + j
+        rows = (oy[:, None, None] + torch.arange(self.h, device=x.device)[None, :, None]) * Wp
+        idx = (rows + ox[:, None, None] + torch.arange(self.w, device=x.device)[None, None, :]).reshape(B, 1, -1)
+        out = padded.reshape(B, C, -1).gather(2, idx.expand(B, C, idx.shape[-1])).reshape(B, C, self.h, self.w)
         return out[0] if single else out
 
     def params(self):

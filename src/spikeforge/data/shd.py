@@ -23,6 +23,8 @@ from .registry import DatasetInfo, Resource, register_dataset
 CLASSES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
            "null", "eins", "zwei", "drei", "vier", "fuenf", "sechs", "sieben", "acht", "neun")
 CHANNELS = 700
+# what h5py raises on damaged files (HDF5 errors surface as OSError, RuntimeError, KeyError, ValueError...)
+H5_ERRORS = (OSError, RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError)
 
 
 def _h5py():
@@ -63,7 +65,7 @@ class SHD(EventDataset):
             h5py = _h5py()
             try:
                 self._h5 = h5py.File(self.path, "r")
-            except OSError as e:
+            except H5_ERRORS as e:
                 raise CorruptFileError(self.path, f"not a readable HDF5 file ({e})") from None
             self._h5_pid = os.getpid()
         return self._h5
@@ -74,11 +76,19 @@ class SHD(EventDataset):
         return state
 
     def index(self):
+        try:
+            return self._index()
+        except CorruptFileError:
+            raise
+        except H5_ERRORS as e:
+            raise CorruptFileError(self.path, f"damaged HDF5 file ({type(e).__name__}: {e})") from None
+
+    def _index(self):
         f = self._file()
         try:
             labels = np.asarray(f["labels"][()])
             n_times, n_units = len(f["spikes"]["times"]), len(f["spikes"]["units"])
-        except (KeyError, OSError, TypeError, ValueError) as e:
+        except H5_ERRORS as e:
             raise CorruptFileError(self.path, f"missing or unreadable labels / spikes/times / spikes/units ({e})") from None
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise CorruptFileError(self.path, f"labels must be a 1-d integer array, got {labels.dtype} {labels.shape}")
@@ -90,7 +100,7 @@ class SHD(EventDataset):
         if "extra" in f and "keys" in f["extra"]:  # the file names its own classes: trust it over our table
             try:
                 keys = [k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k) for k in f["extra"]["keys"][()]]
-            except (OSError, TypeError, ValueError) as e:
+            except H5_ERRORS as e:
                 raise CorruptFileError(self.path, f"unreadable extra/keys ({e})") from None
             if len(keys) == len(CLASSES):
                 self._classes = tuple(keys)
@@ -106,7 +116,7 @@ class SHD(EventDataset):
         try:
             times = np.asarray(f["spikes"]["times"][i], dtype=np.float64)
             units = np.asarray(f["spikes"]["units"][i])
-        except (KeyError, OSError, TypeError, ValueError) as e:
+        except H5_ERRORS as e:
             raise CorruptFileError(where, f"unreadable spikes ({e})") from None
         if times.ndim != 1 or units.shape != times.shape:
             raise CorruptFileError(where, f"{times.size} spike times for {units.size} units")

@@ -12,3 +12,10 @@ from .stl import stl, stl_step, stl_threshold_init  # noqa: E402
 
 __all__ += ["ALIFState", "alif", "alif_step", "GLIFState", "glif", "glif_step", "SigmaDeltaState",
             "activation_bits", "sigma_delta", "sigma_delta_step", "stl", "stl_step", "stl_threshold_init"]
+from .hoyer import hoyer_extremum, hoyer_regularizer, hoyer_spike  # noqa: E402
+from .lifb import LIFBPairState, LIFBState, lifb, lifb_pair, lifb_step  # noqa: E402
+from .multilevel import multilevel, multilevel_step  # noqa: E402
+from .nif import encode_time, nif_conv2d, nif_spike_time  # noqa: E402
+
+__all__ += ["hoyer_extremum", "hoyer_regularizer", "hoyer_spike", "LIFBPairState", "LIFBState", "lifb",
+            "lifb_pair", "lifb_step", "multilevel", "multilevel_step", "encode_time", "nif_conv2d", "nif_spike_time"]

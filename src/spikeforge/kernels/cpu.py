@@ -46,7 +46,7 @@ def _scalar_math():
 
     @nb.njit(inline="always")
     def relu(x):
-        return x if x > 0.0 else 0.0 * x
+        return x if x > 0.0 else 0.0  # not 0 * x: that is NaN for x = -inf
 
     @nb.njit(inline="always")
     def step(x):
@@ -132,8 +132,9 @@ def _build_backward(dtype):
     nb = _numba()
     types, f, row_sig = _types(dtype)
     v1, v2 = f[::1], f[:, ::1]
+    d1 = types.float64[::1]
     sig = types.void(v2, v2, types.boolean, v2, v1, v1, v1, v1, f, types.boolean, types.boolean, types.boolean,
-                     types.FunctionType(row_sig), f, types.intp, v2, v1, v1, v1)
+                     types.FunctionType(row_sig), f, types.intp, v2, v1, d1, d1)
 
     # No "contract": the recomputed h_t must stay bit-identical to the forward's (no FMA).
     @nb.njit(sig, parallel=True, nogil=True, cache=True, error_model="numpy")
@@ -148,6 +149,7 @@ def _build_backward(dtype):
         has_gvlast = gvlast.shape[0] > 0
         need_k = gk.shape[0] > 0
         need_th = gth.shape[0] > 0
+        need_par = need_k or need_th
         one = v_reset - v_reset + 1
         zero = v_reset - v_reset
         nd = zero if detach else one  # 1 iff the reset carries gradient
@@ -177,8 +179,8 @@ def _build_backward(dtype):
                         v[j] = (v_reset if hard else h - thb[j]) if h >= thb[j] else h
             # 2. reverse sweep; dv holds dL/dv_t
             dv = gvlast[n0:n1].copy() if has_gvlast else np.zeros(m, dtype=x.dtype)
-            dk = np.zeros(m, dtype=x.dtype)
-            dth = np.zeros(m, dtype=x.dtype)
+            dk = np.zeros(m, dtype=np.float64)  # parameter gradients are sums over T (and later N):
+            dth = np.zeros(m, dtype=np.float64)  # accumulate them in float64
             gsrow = np.full(m, gs[0, 0]) if gs_const else np.zeros(m, dtype=x.dtype)
             zrow = np.zeros(m, dtype=x.dtype)
             u = np.empty(m, dtype=x.dtype)
@@ -192,6 +194,17 @@ def _build_backward(dtype):
                 for j in range(m):
                     u[j] = hr[j] - thb[j]
                 surrogate_row(u, alpha, g)
+                if not need_par:  # the common case: gradients for x and v0 only
+                    for j in range(m):
+                        gj = g[j]
+                        sj = one if u[j] >= zero else zero
+                        # hard: v = h (1 - s) + v_r s;  soft: v = h - th s;  s carries g unless detached
+                        c = (v_reset - hr[j]) if hard else -thb[j]
+                        base = (one - sj) if hard else one
+                        dh = gsr[j] * gj + (dv[j] + gvr[j]) * (base + nd * c * gj)
+                        hr[j] = dh * kb[j] if decay_input else dh
+                        dv[j] = dh * (one - kb[j])
+                    continue
                 if t > 0:  # v_{t-1} from h_{t-1}
                     hpr = gx[t - 1, n0:n1]
                     for j in range(m):
@@ -203,7 +216,6 @@ def _build_backward(dtype):
                     gj = g[j]
                     sj = one if u[j] >= zero else zero
                     dvj = dv[j] + gvr[j]
-                    # hard: v = h (1 - s) + v_r s;  soft: v = h - th s;  s carries g unless detached
                     c = (v_reset - hr[j]) if hard else -thb[j]
                     base = (one - sj) if hard else one
                     ngc = nd * c * gj
@@ -354,8 +366,8 @@ class LIFFamilyCpuFn(torch.autograd.Function):
         need_th = bool(ctx.needs_input_grad[3])
         gx = torch.empty_like(x2)
         gv0 = torch.empty(N, dtype=x2.dtype)
-        gk = torch.empty(N if need_k else 0, dtype=x2.dtype)
-        gth = torch.empty(N if need_th else 0, dtype=x2.dtype)
+        gk = torch.empty(N if need_k else 0, dtype=torch.float64)
+        gth = torch.empty(N if need_th else 0, dtype=torch.float64)
         if gs is None:  # only v_T / v_seq are used: the spikes' gradient is 0
             gs_const, gs_a = True, np.zeros((1, 1), dtype=dt)
         elif _is_const(gs):
@@ -372,14 +384,16 @@ class LIFFamilyCpuFn(torch.autograd.Function):
         grad_v0 = None
         if ctx.needs_input_grad[1]:
             grad_v0 = gv0.reshape(shape).sum_to_size(ctx.v0_shape) if ctx.v0_shape != shape else gv0.reshape(shape)
-        grad_k = _reduce_param(gk, shape, k_t.shape) if need_k else None
-        grad_th = _reduce_param(gth, shape, th_t.shape) if need_th else None
+        grad_k = _reduce_param(gk, shape, k_t) if need_k else None
+        grad_th = _reduce_param(gth, shape, th_t) if need_th else None
         return (gx.reshape((T, *shape)), grad_v0, grad_k, grad_th, None, None, None, None, None, None)
 
 
-def _reduce_param(g_per_neuron: torch.Tensor, shape, p_shape) -> torch.Tensor:
+def _reduce_param(g_per_neuron: torch.Tensor, shape, p: torch.Tensor) -> torch.Tensor:
+    """Sum the per-neuron (float64) gradient over the axes the parameter ``p`` is broadcast along."""
     g = g_per_neuron.reshape(shape)
-    return g.sum_to_size(p_shape) if len(p_shape) else g.sum()
+    g = g.sum_to_size(p.shape) if p.dim() else g.sum()
+    return g.to(p.dtype)
 
 
 def lif_cpu(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v=False, check=True):

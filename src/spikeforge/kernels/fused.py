@@ -49,7 +49,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -261,6 +260,7 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None):
     import hashlib
     import importlib.util
     import os
+    import sys
 
     nb = _numba()
     fname = f"fused_{direction}"
@@ -283,9 +283,13 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None):
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(text)
             os.replace(tmp, path)
-        spec = importlib.util.spec_from_file_location(f"spikeforge_fused_{path.stem}", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        name = f"spikeforge_fused_{path.stem}"
+        mod = sys.modules.get(name)
+        if mod is None:
+            spec = importlib.util.spec_from_file_location(name, path)
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[name] = mod  # numba's cache re-imports the module by name
+            spec.loader.exec_module(mod)
         return getattr(mod, fname)
     g: dict = {}
     exec(compile(prelude + "\n\n" + driver, f"<spikeforge.kernels.fused:{cell.name}>", "exec"), g)  # noqa: S102

@@ -7,7 +7,7 @@ lists them with parameter counts.
 """
 
 from . import small  # noqa: F401  (registers mlp, convnet)
-from . import ms_resnet, resnet, sew_resnet  # noqa: F401  (register their entry points)
+from . import dvs, lmu, ms_resnet, resnet, sctfa, sew_resnet, vgg  # noqa: F401  (register their entry points)
 from .base import SpikingModel, make_neuron
 from .registry import MODELS, create_model, list_models
 

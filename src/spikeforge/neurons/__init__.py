@@ -5,3 +5,17 @@ from .lif import IF, LIF, PLIF
 from .registry import NEURONS, create_neuron, list_neurons
 
 __all__ = ["BaseNeuron", "IF", "LIF", "PLIF", "NEURONS", "create_neuron", "list_neurons"]
+
+# neuron zoo (issue 5)
+from .alif import ALIF  # noqa: E402
+from .glif import GLIF  # noqa: E402
+from .sigma_delta import SigmaDelta  # noqa: E402
+from .stl import STL  # noqa: E402
+
+__all__ += ["ALIF", "GLIF", "SigmaDelta", "STL"]
+from .hoyer import HoyerSpike  # noqa: E402
+from .lifb import LIFB, LIFBPair, decouple_lifb  # noqa: E402
+from .multilevel import MultiLevel  # noqa: E402
+from .nif import NIFConv2d, NIFLinear  # noqa: E402
+
+__all__ += ["HoyerSpike", "LIFB", "LIFBPair", "decouple_lifb", "MultiLevel", "NIFConv2d", "NIFLinear"]

@@ -94,7 +94,13 @@ def _join_optim(meta: dict, tensors: dict) -> dict:
     state = {}
     for idx, entry in meta["state"].items():
         state[int(idx)] = {k: (tensors[e["tensor"]] if "tensor" in e else e["value"]) for k, e in entry.items()}
-    return {"state": state, "param_groups": meta["param_groups"]}
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if isinstance(g.get("betas"), list):  # torch keeps betas as a tuple; JSON made it a list
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
 
 
 def rng_state(tensors: dict) -> dict:

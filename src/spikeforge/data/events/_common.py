@@ -8,8 +8,11 @@ import numpy as np
 
 from ..errors import CorruptFileError
 
-#: One event: pixel ``x``, ``y`` (int16), timestamp ``t`` in microseconds (int64), polarity ``p`` (0 = OFF, 1 = ON).
-EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "u1")])
+#: One event: timestamp ``t`` in microseconds (int64), pixel ``x``, ``y`` (int16), polarity ``p`` (0 = OFF, 1 = ON).
+#: 16 bytes, laid out exactly as AEDAT 4 stores events (t @ 0, x @ 8, y @ 10, p @ 12, 3 padding bytes), so
+#: AEDAT 4 packets decode with one copy and every field is aligned. Use the field names, not positions.
+EVENT_DTYPE = np.dtype({"names": ["t", "x", "y", "p"], "formats": ["<i8", "<i2", "<i2", "u1"],
+                        "offsets": [0, 8, 10, 12], "itemsize": 16})
 
 
 class Recording(NamedTuple):
@@ -40,50 +43,56 @@ def check_sensor_size(sensor_size) -> tuple[int, int, int]:
     return (w, h, c)
 
 
+def _first(mask) -> int:
+    return int(np.argmax(mask))
+
+
+def check_components(x, y, t, p, sensor_size, name, sort: bool = False):
+    """Check event components against the sensor and time order, with one reduction per check on the fast
+    path (masks are only built to describe a failure). Returns a stable sort order when ``sort=True`` and
+    timestamps go backwards, else None; raises :class:`CorruptFileError` naming ``name``.
+    """
+    w, h, c = check_sensor_size(sensor_size)
+    n = len(t)
+    if n == 0:
+        return None
+    signed = x.dtype.kind == "i" or y.dtype.kind == "i"
+    if int(x.max()) >= w or int(y.max()) >= h or (signed and (int(x.min()) < 0 or int(y.min()) < 0)):
+        bad = (x < 0) | (x >= w) | (y < 0) | (y >= h)
+        i = _first(bad)
+        raise CorruptFileError(
+            name, f"event {i} at (x={int(x[i])}, y={int(y[i])}) lies outside the {w}x{h} sensor "
+            f"({int(bad.sum())} of {n} events do)"
+        )
+    if not np.isscalar(p) and len(p):
+        pmax = int(p.max())
+        if pmax >= max(c, 1) or (c == 1 and pmax != 0) or (p.dtype.kind == "i" and int(p.min()) < 0):
+            i = _first((p < 0) | (p >= c))
+            raise CorruptFileError(name, f"event {i} has polarity {int(p[i])}, but the sensor has {c} polarity channel(s)")
+    back = t[1:] < t[:-1]
+    if back.any():
+        if sort:
+            return np.argsort(t, kind="stable")
+        i = _first(back) + 1
+        raise CorruptFileError(
+            name, f"timestamps go backwards at event {i} (t={int(t[i])} us after t={int(t[i - 1])} us; "
+            f"{int(back.sum())} such steps); pass sort=True to sort them"
+        )
+    return None
+
+
+def finish_events(x, y, t, p, sensor_size, name, sort: bool = False) -> np.ndarray:
+    """Check the components, then pack them into an :data:`EVENT_DTYPE` array (sorted if asked)."""
+    order = check_components(x, y, t, p, sensor_size, name, sort)
+    ev = make_events(x, y, t, p)
+    return ev if order is None else ev[order]
+
+
 def validate_events(events: np.ndarray, sensor_size, name, sort: bool = False) -> np.ndarray:
     """Check ``events`` against the sensor and time order; raise :class:`CorruptFileError` naming ``name``.
 
     Timestamps must never go backwards; with ``sort=True`` they are stably sorted instead (a loud, explicit
     choice for recordings known to be slightly out of order).
     """
-    w, h, c = check_sensor_size(sensor_size)
-    n = len(events)
-    if n == 0:
-        return events
-    x, y, t, p = events["x"], events["y"], events["t"], events["p"]
-    bad = (x < 0) | (x >= w) | (y < 0) | (y >= h)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise CorruptFileError(
-            name, f"event {i} at (x={int(x[i])}, y={int(y[i])}) lies outside the {w}x{h} sensor "
-            f"({int(bad.sum())} of {n} events do)"
-        )
-    if c == 1:
-        badp = p != 0
-    else:
-        badp = p >= c
-    if badp.any():
-        i = int(np.argmax(badp))
-        raise CorruptFileError(name, f"event {i} has polarity {int(p[i])}, but the sensor has {c} polarity channel(s)")
-    back = t[1:] < t[:-1]
-    if back.any():
-        if sort:
-            return events[np.argsort(t, kind="stable")]
-        i = int(np.argmax(back)) + 1
-        raise CorruptFileError(
-            name, f"timestamps go backwards at event {i} (t={int(t[i])} us after t={int(t[i - 1])} us; "
-            f"{int(back.sum())} such steps); pass sort=True to sort them"
-        )
-    return events
-
-
-def smallest_sensor(events: np.ndarray, candidates, name) -> tuple[int, int, int]:
-    """The first of ``candidates`` (W, H, C) holding every event; error if none does."""
-    if len(events) == 0:
-        return tuple(candidates[0])
-    mx, my = int(events["x"].max()), int(events["y"].max())
-    for w, h, c in candidates:
-        if mx < w and my < h:
-            return (w, h, c)
-    w, h, _ = candidates[-1]
-    raise CorruptFileError(name, f"event coordinates up to (x={mx}, y={my}) exceed the largest known {w}x{h} sensor")
+    order = check_components(events["x"], events["y"], events["t"], events["p"], sensor_size, name, sort)
+    return events if order is None else events[order]

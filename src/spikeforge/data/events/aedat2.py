@@ -16,7 +16,7 @@ import re
 import numpy as np
 
 from ..errors import CorruptFileError
-from ._common import Recording, check_sensor_size, make_events, validate_events
+from ._common import Recording, check_sensor_size, finish_events
 
 MAGIC = b"#!AER-DAT2.0"
 # AEChip class name fragment -> (address format, sensor size)
@@ -74,9 +74,10 @@ def decode_aedat2(data, name="<bytes>", sensor_size=None, address_format=None, s
         raise CorruptFileError(
             name, f"{body} data bytes after the header is not a whole number of 8-byte events: truncated file"
         )
-    raw = np.frombuffer(data, ">u4", offset=pos) if body else np.zeros(0, ">u4")
-    addr = raw[0::2].astype(np.uint32)
-    t = raw[1::2].view(">i4").astype(np.int64)
+    # one big-endian uint64 per event: high 32 bits = address, low 32 bits = timestamp
+    raw = np.frombuffer(data, ">u8", offset=pos).astype(np.uint64) if body else np.zeros(0, np.uint64)
+    addr = (raw >> 32).astype(np.uint32)
+    t = raw.astype(np.uint32).view(np.int32)
     if address_format is None:
         # no AEChip line: the published DVS128 files (CIFAR10-DVS); refuse when addresses cannot be DVS128
         if addr.size and int(addr.max()) >= 1 << 16:
@@ -88,9 +89,10 @@ def decode_aedat2(data, name="<bytes>", sensor_size=None, address_format=None, s
         keep = (addr & 0xFFFF8000) == 0
         if not keep.all():
             addr, t = addr[keep], t[keep]
-        x = 127 - ((addr >> 1) & 0x7F).astype(np.int16)
-        y = (addr >> 8) & 0x7F
-        p = 1 - (addr & 1).astype(np.uint8)
+        a16 = addr.astype(np.uint16)  # DVS128 addresses fit 15 bits: work on 2-byte words
+        x = 127 - ((a16 >> 1) & 0x7F)
+        y = (a16 >> 8) & 0x7F
+        p = 1 - (a16 & 1)
         size = size or (128, 128, 2)
     elif address_format == "davis":
         keep = (addr & 0x80000400) == 0
@@ -104,7 +106,7 @@ def decode_aedat2(data, name="<bytes>", sensor_size=None, address_format=None, s
     else:
         raise ValueError(f"address_format must be 'dvs128' or 'davis', got {address_format!r}")
     sensor = check_sensor_size(sensor_size if sensor_size is not None else size)
-    ev = validate_events(make_events(x, y, t, p), sensor, name, sort=sort)
+    ev = finish_events(x, y, t, p, sensor, name, sort=sort)
     return Recording(ev, sensor)
 
 

@@ -16,7 +16,7 @@ import struct
 import numpy as np
 
 from ..errors import CorruptFileError
-from ._common import Recording, check_sensor_size, make_events, validate_events
+from ._common import Recording, check_sensor_size, finish_events
 from .aedat2 import split_header
 
 MAGIC = b"#!AER-DAT3.1"
@@ -50,7 +50,7 @@ def decode_aedat31(data, name="<bytes>", sensor_size=None, sort: bool = False) -
         raise CorruptFileError(name, "no known '#Source' camera in the header: pass sensor_size")
     size = check_sensor_size(size)
     n = len(data)
-    words, overflows = [], []
+    words, overflows, counts = [], [], []
     while pos < n:
         if n - pos < PACKET_HEADER.size:
             raise CorruptFileError(name, f"truncated packet header at byte {pos} ({n - pos} of 28 bytes)")
@@ -69,25 +69,23 @@ def decode_aedat31(data, name="<bytes>", sensor_size=None, sort: bool = False) -
             if esize != 8 or tsoff != 4:
                 raise CorruptFileError(name, f"{where}: polarity events must be 8 bytes with timestamp at 4, "
                                        f"got eventSize={esize}, eventTSOffset={tsoff}")
-            words.append(np.frombuffer(data, "<u4", count=2 * num, offset=pos))
-            overflows.append(np.full(num, tsovf, np.int64))
+            words.append(memoryview(data)[pos:pos + 8 * num])
+            overflows.append(tsovf)
+            counts.append(num)
         pos += length
-    if words:
-        w = np.concatenate(words)
-        ovf = np.concatenate(overflows)
-    else:
-        w = np.zeros(0, "<u4")
-        ovf = np.zeros(0, np.int64)
-    d = w[0::2]
-    t = w[1::2].view("<i4").astype(np.int64)
-    if (t < 0).any():
+    # one uint64 per event: low 32 bits = data word, high 32 bits = timestamp (contiguous, vectorised below)
+    w = np.frombuffer(b"".join(words), "<u8")
+    d = w.astype(np.uint32)
+    t = (w >> 32).astype(np.uint32).view(np.int32)
+    if len(t) and int(t.min()) < 0:
         raise CorruptFileError(name, "negative 31-bit timestamp in a polarity event")
-    t |= ovf << 31
-    ok = (d & 1) == 1
-    if not ok.all():
+    if any(overflows):
+        t = t.astype(np.int64) | (np.repeat(np.asarray(overflows, np.int64), counts) << 31)
+    if len(d) and int((d & 1).min()) == 0:
+        ok = (d & 1) == 1
         d, t = d[ok], t[ok]
-    ev = make_events((d >> 17) & 0x7FFF, (d >> 2) & 0x7FFF, t, (d >> 1) & 1)
-    ev = validate_events(ev, size, name, sort=sort)
+    ev = finish_events((d >> 17).astype(np.uint16), ((d >> 2) & 0x7FFF).astype(np.uint16), t,
+                       ((d >> 1) & 1).astype(np.uint8), size, name, sort=sort)
     return Recording(ev, size)
 
 

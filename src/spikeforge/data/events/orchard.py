@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CorruptFileError
-from ._common import Recording, make_events, smallest_sensor, validate_events
+from ._common import Recording, finish_events
 
 SENSORS = ((34, 34, 2), (240, 180, 2), (304, 240, 2))
 OVERFLOW_Y = 240
@@ -29,23 +29,35 @@ def decode_orchard_bin(data, name="<bytes>", sensor_size=None, sort: bool = Fals
             "the file is truncated or not an Orchard .bin"
         )
     a = buf.reshape(n, 5)
-    y = a[:, 1]
-    b2 = a[:, 2]
-    t = (b2 & 0x7F).astype(np.int64)
-    t <<= 16
-    t |= a[:, 3].astype(np.int64) << 8
-    t |= a[:, 4]
+    # timestamp = low 23 bits of the big-endian bytes 2..4: gather them into little-endian uint32 words
+    tb = np.empty((n, 4), np.uint8)
+    tb[:, 0] = a[:, 4]
+    tb[:, 1] = a[:, 3]
+    tb[:, 2] = a[:, 2]
+    tb[:, 3] = 0
+    t = tb.view("<u4").reshape(n)
+    t &= 0x7FFFFF
+    x, y, p = a[:, 0], a[:, 1], a[:, 2] >> 7
     overflow = y == OVERFLOW_Y
     if overflow.any():
-        t += np.cumsum(overflow, dtype=np.int64) * OVERFLOW_US
+        t = t.astype(np.int64) + np.cumsum(overflow, dtype=np.int64) * OVERFLOW_US
         keep = ~overflow
-        ev = make_events(a[keep, 0], y[keep], t[keep], b2[keep] >> 7)
-    else:
-        ev = make_events(a[:, 0], y, t, b2 >> 7)
+        x, y, t, p = x[keep], y[keep], t[keep], p[keep]
     if sensor_size is None:
-        sensor_size = smallest_sensor(ev, SENSORS, name)
-    ev = validate_events(ev, sensor_size, name, sort=sort)
+        sensor_size = _smallest(x, y, name)
+    ev = finish_events(x, y, t, p, sensor_size, name, sort=sort)
     return Recording(ev, tuple(sensor_size))
+
+
+def _smallest(x, y, name):
+    if len(x) == 0:
+        return SENSORS[0]
+    mx, my = int(x.max()), int(y.max())
+    for w, h, c in SENSORS:
+        if mx < w and my < h:
+            return (w, h, c)
+    w, h, _ = SENSORS[-1]
+    raise CorruptFileError(name, f"event coordinates up to (x={mx}, y={my}) exceed the largest known {w}x{h} sensor")
 
 
 def read_orchard_bin(path, sensor_size=None, sort: bool = False) -> Recording:

@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from ..errors import CorruptFileError
-from ._common import Recording, check_sensor_size, make_events, validate_events
+from ._common import Recording, check_sensor_size, finish_events
 from .aedat2 import split_header
 
 ATIS = (304, 240, 2)
@@ -44,8 +44,7 @@ def decode_prophesee_dat(data, name="<bytes>", sensor_size=None, sort: bool = Fa
     p = d >> 28
     if (p > 1).any():
         raise CorruptFileError(name, f"polarity field {int(p.max())} is not 0 or 1")
-    ev = make_events(d & 0x3FFF, (d >> 14) & 0x3FFF, raw[0::2].astype(np.int64), p)
-    ev = validate_events(ev, sensor, name, sort=sort)
+    ev = finish_events(d & 0x3FFF, (d >> 14) & 0x3FFF, raw[0::2], p, sensor, name, sort=sort)
     return Recording(ev, sensor)
 
 

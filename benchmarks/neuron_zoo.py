@@ -1,0 +1,121 @@
+"""Forward+backward time of every recurrent zoo neuron on CPU: fused (numba) vs reference (torch loop), and vs
+SpikingJelly 2.0's equivalent where it has one (GatedLIFNode for GLIF, ParametricLIFNode for PLIF).
+
+Run: ``python benchmarks/neuron_zoo.py`` (writes the ``neuron_zoo`` section of docs/benchmarks.md).
+Shape T32 x B32 x N4096 (N = C16 x 16 x 16, so per-channel parameters have 16 channels), float32.
+Compilation is excluded (warm-up runs); SpikingJelly uses its torch backend (its cupy backend needs CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import machine_line, median_time, write_section  # noqa: E402
+
+from spikeforge.neurons import ALIF, GLIF, LIFB, PLIF, STL, MultiLevel, SigmaDelta  # noqa: E402
+
+T, B, C, H, W = 32, 32, 16, 16, 16
+
+
+def _fwd_bwd(module, x, grad):
+    def run():
+        x.grad = None
+        module.zero_grad(set_to_none=True)
+        out = module(x)
+        out = out[0] if isinstance(out, tuple) else out
+        out.backward(grad)
+
+    return run
+
+
+def _sj_fwd_bwd(module, x, grad):
+    from spikingjelly.activation_based import functional as sjf
+
+    def run():
+        sjf.reset_net(module)
+        x.grad = None
+        module.zero_grad(set_to_none=True)
+        module(x).backward(grad)
+
+    return run
+
+
+def build(name, backend):
+    if name == "GLIF":
+        return GLIF(num_channels=C, T=T, backend=backend)
+    if name == "ALIF":
+        return ALIF(backend=backend)
+    if name == "STL":
+        return STL(shape=(C, H, W), theta0=0.5, backend=backend)
+    if name == "sigma-delta":
+        return SigmaDelta(omega=4.0, backend=backend)
+    if name == "LIFB":
+        return LIFB(num_channels=C, backend=backend)
+    if name == "multi-level":
+        return MultiLevel(cap=4, tau=2.0, backend=backend)
+    if name == "PLIF":
+        return PLIF(backend=backend)
+    raise ValueError(name)
+
+
+def spikingjelly(name):
+    try:
+        from spikingjelly.activation_based import neuron, surrogate
+    except ImportError:
+        return None
+    if name == "GLIF":
+        return neuron.GatedLIFNode(T=T, inplane=C, surrogate_function=surrogate.ATan())
+    if name == "PLIF":
+        return neuron.ParametricLIFNode(step_mode="m", backend="torch", surrogate_function=surrogate.ATan())
+    return None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--no-write", action="store_true", help="print the table only")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    x = (torch.rand(T, B, C, H, W) * 1.5).requires_grad_()
+    grad = torch.randn(T, B, C, H, W)
+    rows = []
+    for name in ("GLIF", "ALIF", "STL", "sigma-delta", "LIFB", "multi-level", "PLIF"):
+        backend_fused = "cpu"
+        t_fused = median_time(_fwd_bwd(build(name, backend_fused), x, grad), repeat=args.repeat, warmup=2)
+        t_ref = median_time(_fwd_bwd(build(name, "reference"), x, grad), repeat=max(3, args.repeat // 2), warmup=1)
+        sj = spikingjelly(name)
+        t_sj = median_time(_sj_fwd_bwd(sj, x, grad), repeat=max(3, args.repeat // 2), warmup=1) if sj else None
+        rows.append((name, t_fused, t_ref, t_sj))
+        print(f"{name:<12} fused {t_fused * 1e3:8.1f} ms  reference {t_ref * 1e3:8.1f} ms  "
+              f"x{t_ref / t_fused:5.1f}" + (f"  spikingjelly {t_sj * 1e3:8.1f} ms" if t_sj else ""), flush=True)
+    lines = [
+        "## Neuron zoo: fused CPU kernels vs reference loops (forward + backward)",
+        "",
+        "`python benchmarks/neuron_zoo.py` · " + machine_line(),
+        "",
+        f"Input `[T={T}, B={B}, C={C}, {H}, {W}]` float32 (N = 4096 per sample), `out.backward(g)` with random g; "
+        "median wall time, compile excluded. Fused = `backend='cpu'` (the generic numba driver of "
+        "`spikeforge.kernels.fused`; STL and PLIF run the LIF kernel of `kernels/cpu.py`), reference = the plain "
+        "torch loop (`backend='reference'`). SpikingJelly 2.0 (`--no-deps`), torch backend: `GatedLIFNode` for "
+        "GLIF, `ParametricLIFNode` for PLIF. The machine is shared (2 cores), so expect noise.",
+        "",
+        "| neuron | fused (ms) | reference (ms) | fused speed-up | SpikingJelly 2.0 (ms) | fused vs SpikingJelly |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, tf, tr, ts in rows:
+        sj_cols = f"{ts * 1e3:.0f} | {ts / tf:.1f}x" if ts else "— | —"
+        lines.append(f"| {name} | {tf * 1e3:.0f} | {tr * 1e3:.0f} | {tr / tf:.1f}x | {sj_cols} |")
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        write_section("neuron_zoo", body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
