@@ -70,8 +70,8 @@ def bench_readers(n, tmp: Path, data_dir):
     for label, name, blob, decode in cases:
         path = tmp / name
         path.write_bytes(blob)
-        t_file = median_time(lambda: read_events(path), repeat=5, warmup=1)
-        t_dec = median_time(lambda: decode(blob), repeat=5, warmup=1) if decode else None
+        t_file = median_time(lambda path=path: read_events(path), repeat=5, warmup=1)
+        t_dec = median_time(lambda d=decode, b=blob: d(b), repeat=5, warmup=1) if decode else None
         rows.append((label, f"{n:,}", f"{len(blob) / 2**20:.0f}", _rate(n, t_dec) if t_dec else "-", _rate(n, t_file)))
     if data_dir is not None:
         files = sorted((data_dir / "events" / "nmnist-subset").glob("*/*/*.bin"))
@@ -97,7 +97,7 @@ def bench_frames(n):
                               ((128, 128, 2), dict(n_time_bins=16, split_by="number"), "128x128x2, T=16 (number)"),
                               ((128, 128, 2), dict(time_window=50_000), "128x128x2, 50 ms windows")]:
         ev = random_events(rng, n, sensor, t_max=1_000_000)
-        t = median_time(lambda: events_to_frames(ev, sensor, **kw), repeat=5, warmup=1)
+        t = median_time(lambda ev=ev, sensor=sensor, kw=kw: events_to_frames(ev, sensor, **kw), repeat=5, warmup=1)
         rows.append((f"events_to_frames {label}", f"{n:,}", _rate(n, t)))
     m = min(n, 2_000_000)
     ev = random_events(rng, m, (128, 128, 2), t_max=2_000_000)
@@ -167,6 +167,7 @@ def main(argv=None):
     data_dir = _data_dir(args.data_dir)
     cmd = "python benchmarks/data_bench.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     t0 = time.time()
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         readers = bench_readers(args.events, Path(tmp), data_dir)
     frames = bench_frames(args.events)
@@ -176,6 +177,8 @@ def main(argv=None):
         "",
         f"Written by `{cmd}` (one thread: `torch.set_num_threads(1)`; numpy is single-threaded).  ",
         machine_line() + f" · numpy {np.__version__}  ",
+        f"Load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end on {os.cpu_count()} cores (other jobs "
+        "share this machine: numbers on an idle core are higher).  ",
         "Median of 5 runs after a warm-up. Synthetic files are random events written in the real format "
         "(`tests/data/datafmt_writers.py`); targets: readers >= 50 M events/s, frames >= 20 M events/s.",
         "",

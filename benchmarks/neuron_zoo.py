@@ -71,7 +71,7 @@ def spikingjelly(name):
     if name == "GLIF":
         return neuron.GatedLIFNode(T=T, inplane=C, surrogate_function=surrogate.ATan())
     if name == "PLIF":
-        return neuron.ParametricLIFNode(step_mode="m", backend="torch", surrogate_function=surrogate.ATan())
+        return neuron.ParametricLIFNode(step_mode="m", surrogate_function=surrogate.ATan())
     return None
 
 

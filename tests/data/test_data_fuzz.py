@@ -143,13 +143,16 @@ def test_fuzz_cifar_pickle_and_binary():
         (cifar_meta_bytes(["a", "b"]), lambda b: decode_cifar_meta(b, "f")),
         (cifar_binary_bytes(img, [3, 4]), lambda b: decode_cifar_binary(b, "f")),
     ]
-    for seed, decode in seeds:
+    def fuzz(seed, decode):
         @FUZZ
         @given(mutated(seed))
         def run(data):
             _expect_clean(decode, data, lambda out: None)
 
         run()
+
+    for seed, decode in seeds:
+        fuzz(seed, decode)
 
     @settings(max_examples=150, deadline=None)
     @given(st.binary(max_size=300))

@@ -6,6 +6,7 @@ The Triton backend runs under Triton's CPU interpreter (TRITON_INTERPRET=1) when
 """
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -56,11 +57,24 @@ def run(fn, case, v_reset, decay, detach, sg, tensor_params=True):
     return (s, v_last, v_seq), torch.autograd.grad(loss, leaves)
 
 
-def assert_grads_close(got, want, what):
-    for name, a, b in zip(("x", "v0", "w", "v_th"), got, want):
+def grad_errors(got, want):
+    """Largest elementwise relative difference per gradient, floored at the gradient's scale."""
+    errs = []
+    for a, b in zip(got, want):
+        a, b = a.double(), b.double()
         scale = b.abs().max().clamp_min(1e-12)
-        err = ((a - b).abs() / torch.maximum(b.abs(), scale)).max().item()  # elementwise, floored at the scale
-        assert err <= 1e-5, f"{what}: grad {name} differs by {err:.2e} (relative)"
+        errs.append(((a - b).abs() / torch.maximum(b.abs(), scale)).max().item())
+    return errs
+
+
+def assert_grads_close(got, want, what, truth=None):
+    """Within 1e-5 relative of the reference; in float32 a larger difference is accepted only where the float64
+    reference (same inputs, same spikes) shows it is the float32 reference's rounding, not the kernel's: the
+    parameter gradients sum T x N terms, which the fused kernels accumulate in float64."""
+    errs = grad_errors(got, want)
+    errs_truth = grad_errors(got, truth) if truth is not None else [math.inf] * len(errs)
+    for name, err, err_t in zip(("x", "v0", "w", "v_th"), errs, errs_truth):
+        assert err <= 1e-5 or err_t <= 1e-5, f"{what}: grad {name} differs by {err:.2e} (relative)"
 
 
 def check_equivalent(fn, sg_name, dtype, Ts, flags=FLAGS, tensor_params=(True, False)):
@@ -73,7 +87,12 @@ def check_equivalent(fn, sg_name, dtype, Ts, flags=FLAGS, tensor_params=(True, F
         assert 0 < s1.mean() < 1, what  # the case is not degenerate
         assert torch.equal(s2, s1), f"{what}: spikes differ"
         assert torch.equal(vs2, vs1) and torch.equal(vl2, vl1), f"{what}: membrane potentials differ"
-        assert_grads_close(g2, g1, what)
+        truth = None
+        if dtype == torch.float32:
+            case64 = tuple(t.double() if torch.is_tensor(t) else tuple(u.double() for u in t) for t in case)
+            (s64, _, _), g64 = run(lif_reference, case64, v_reset, decay, detach, sg, tp)
+            truth = g64 if torch.equal(s64.float(), s1) else None
+        assert_grads_close(g2, g1, what, truth)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -50,10 +50,18 @@ def _misfit(model_name, neuron_name):
     return None
 
 
-PAIRS = [(m, n) for m in list_models() for n in NEURONS.list()]
+def _pair(m, n):
+    # The deeper members of a family (registry meta ``heavy``) share every block with the shallow member, which
+    # runs with every neuron in CI; their own pairs beyond LIF cost minutes on 2 cores and are marked slow.
+    if MODELS.get(m).meta.get("heavy") and n != "lif":
+        return pytest.param(m, n, id=f"{m}-{n}", marks=pytest.mark.slow)
+    return pytest.param(m, n, id=f"{m}-{n}")
 
 
-@pytest.mark.parametrize("model_name,neuron_name", PAIRS, ids=[f"{m}-{n}" for m, n in PAIRS])
+PAIRS = [_pair(m, n) for m in list_models() for n in NEURONS.list()]
+
+
+@pytest.mark.parametrize("model_name,neuron_name", PAIRS)
 def test_every_model_runs_forward_and_backward_with_every_neuron(model_name, neuron_name):
     why = _misfit(model_name, neuron_name)
     if why:
@@ -65,7 +73,7 @@ def test_every_model_runs_forward_and_backward_with_every_neuron(model_name, neu
     k = model.num_classes
     assert y.dim() == 3 and y.shape[1:] == (2, k), y.shape
     assert torch.isfinite(y).all()
-    y.float().pow(2).mean().backward()
+    (y * torch.randn_like(y)).sum().backward()   # a linear loss: non-zero upstream gradient even where y = 0
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert any(g is not None and g.abs().sum() > 0 for g in grads), "no parameter received a gradient"
     # the sequence form [T, B, ...] is accepted too

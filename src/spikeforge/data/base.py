@@ -3,7 +3,6 @@ event sets with an optional on-disk frame cache."""
 
 from __future__ import annotations
 
-import fnmatch
 from pathlib import Path
 from typing import ClassVar
 

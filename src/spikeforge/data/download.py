@@ -99,7 +99,7 @@ def download_file(urls, dest, md5: str | None = None, sha256: str | None = None,
     part = dest.with_name(dest.name + ".part")
     errors = []
     for url in ([urls] if isinstance(urls, str) else list(urls)):
-        for attempt in range(2):
+        for _attempt in range(2):
             try:
                 _fetch(url, part, timeout, progress)
             except (urllib.error.URLError, OSError, DownloadError) as e:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 class DataError(ValueError):
     """Base class of the data layer's input errors (a ``ValueError``)."""
@@ -37,6 +35,3 @@ class DatasetNotFoundError(DataError, FileNotFoundError):
 class DownloadError(DataError):
     """A download failed (network error, HTTP error or checksum mismatch)."""
 
-
-def describe_path(path) -> str:
-    return str(Path(path))

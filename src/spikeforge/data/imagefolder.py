@@ -12,8 +12,6 @@ Class index = position of the wnid in sorted order (as torchvision's ImageFolder
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 
 import numpy as np
 import torch
@@ -141,8 +142,8 @@ def _build_backward(dtype):
     def lif_bwd(x, gs, gs_const, gvseq, gvlast, v0, k, vth, v_reset, hard, decay_input, detach, surrogate_row,
                 alpha, block, gx, gv0, gk, gth):
         # gs: [T, N], or (1, 1) holding one value for every element when gs_const; gvseq / gvlast: [T, N] / [N]
-        # or empty for "no gradient".  gx doubles as scratch: it first receives h_t, which the reverse sweep
-        # overwrites with dL/dx_t.
+        # or empty for "no gradient".  gx doubles as scratch: it first receives u_t = h_t - th, which the
+        # reverse sweep overwrites with dL/dx_t.
         T, N = x.shape
         nblk = (N + block - 1) // block
         has_gvseq = gvseq.shape[0] > 0
@@ -160,70 +161,71 @@ def _build_backward(dtype):
             vinit = v0[n0:n1].copy() if v0.shape[0] > 1 else np.full(m, v0[0])
             kb = k[n0:n1].copy() if k.shape[0] > 1 else np.full(m, k[0])
             thb = vth[n0:n1].copy() if vth.shape[0] > 1 else np.full(m, vth[0])
-            # 1. recompute h_t (bit-identical to the forward) into gx[t, block]
+            # 1. recompute u_t = h_t - th (bit-identical to the forward, so s_t = [u_t >= 0]) into gx[t, block]
             v = vinit.copy()
             for t in range(T):
                 xr = x[t, n0:n1]
-                hr = gx[t, n0:n1]
+                ur = gx[t, n0:n1]
                 if decay_input:
                     for j in range(m):
                         vj = v[j]
                         h = vj + (xr[j] - (vj - v_reset)) * kb[j]
-                        hr[j] = h
-                        v[j] = (v_reset if hard else h - thb[j]) if h >= thb[j] else h
+                        uj = h - thb[j]
+                        ur[j] = uj
+                        v[j] = (v_reset if hard else uj) if h >= thb[j] else h
                 else:
                     for j in range(m):
                         vj = v[j]
                         h = vj - (vj - v_reset) * kb[j] + xr[j]
-                        hr[j] = h
-                        v[j] = (v_reset if hard else h - thb[j]) if h >= thb[j] else h
+                        uj = h - thb[j]
+                        ur[j] = uj
+                        v[j] = (v_reset if hard else uj) if h >= thb[j] else h
             # 2. reverse sweep; dv holds dL/dv_t
             dv = gvlast[n0:n1].copy() if has_gvlast else np.zeros(m, dtype=x.dtype)
             dk = np.zeros(m, dtype=np.float64)  # parameter gradients are sums over T (and later N):
             dth = np.zeros(m, dtype=np.float64)  # accumulate them in float64
             gsrow = np.full(m, gs[0, 0]) if gs_const else np.zeros(m, dtype=x.dtype)
             zrow = np.zeros(m, dtype=x.dtype)
-            u = np.empty(m, dtype=x.dtype)
             g = np.empty(m, dtype=x.dtype)
             vprow = np.empty(m, dtype=x.dtype)
             for t in range(T - 1, -1, -1):
                 gsr = gsrow if gs_const else gs[t, n0:n1]
                 gvr = gvseq[t, n0:n1] if has_gvseq else zrow
-                xr = x[t, n0:n1]
-                hr = gx[t, n0:n1]
-                for j in range(m):
-                    u[j] = hr[j] - thb[j]
-                surrogate_row(u, alpha, g)
+                ur = gx[t, n0:n1]  # u_t on entry, dL/dx_t on exit
+                surrogate_row(ur, alpha, g)
+                # hard: v = h (1 - s) + v_r s;  soft: v = h - th s;  s carries g unless detached.
+                # dv_t/dh_t = base + nd c g with base = 1 - s (hard) or 1 (soft), c = v_r - h (hard) or -th (soft)
                 if not need_par:  # the common case: gradients for x and v0 only
                     for j in range(m):
+                        uj = ur[j]
                         gj = g[j]
-                        sj = one if u[j] >= zero else zero
-                        # hard: v = h (1 - s) + v_r s;  soft: v = h - th s;  s carries g unless detached
-                        c = (v_reset - hr[j]) if hard else -thb[j]
-                        base = (one - sj) if hard else one
+                        c = (v_reset - (uj + thb[j])) if hard else -thb[j]
+                        base = (zero if uj >= zero else one) if hard else one
                         dh = gsr[j] * gj + (dv[j] + gvr[j]) * (base + nd * c * gj)
-                        hr[j] = dh * kb[j] if decay_input else dh
+                        ur[j] = dh * kb[j] if decay_input else dh
                         dv[j] = dh * (one - kb[j])
                     continue
-                if t > 0:  # v_{t-1} from h_{t-1}
-                    hpr = gx[t - 1, n0:n1]
+                if t > 0:  # v_{t-1} from u_{t-1}
+                    upr = gx[t - 1, n0:n1]
                     for j in range(m):
-                        hp = hpr[j]
-                        vprow[j] = (v_reset if hard else hp - thb[j]) if hp >= thb[j] else hp
+                        up = upr[j]
+                        vprow[j] = (v_reset if hard else up) if up >= zero else up + thb[j]
                 else:
                     vprow[:] = vinit
+                xr = x[t, n0:n1]
                 for j in range(m):
+                    uj = ur[j]
                     gj = g[j]
-                    sj = one if u[j] >= zero else zero
+                    sj = one if uj >= zero else zero
                     dvj = dv[j] + gvr[j]
-                    c = (v_reset - hr[j]) if hard else -thb[j]
+                    c = (v_reset - (uj + thb[j])) if hard else -thb[j]
                     base = (one - sj) if hard else one
                     ngc = nd * c * gj
                     gsg = gsr[j] * gj
                     dh = gsg + dvj * (base + ngc)
                     dth[j] += -dvj * ngc - (zero if hard else dvj * sj) - gsg
                     dk[j] += dh * ((xr[j] if decay_input else zero) - (vprow[j] - v_reset))
-                    hr[j] = dh * kb[j] if decay_input else dh
+                    ur[j] = dh * kb[j] if decay_input else dh
                     dv[j] = dh * (one - kb[j])
             gv0[n0:n1] = dv
             if need_k:
@@ -284,6 +286,60 @@ def _block(T: int, N: int, itemsize: int) -> int:
     return max(16, (b // 16) * 16)
 
 
+class _BufferPool:
+    """Reuse of large output buffers (spikes, v_seq, dL/dx), like a caching allocator.
+
+    glibc returns allocations above 32 MB to the OS on free, so every fresh 33 MB tensor costs ~8k page faults
+    (about as long as the whole kernel).  Buffers of at least ``min_bytes`` are handed out as tensors viewing a
+    numpy array; when the last tensor sharing that storage dies, the array goes back to the pool (a buffer is
+    never reused while anything still refers to it).  At most ``max_free_bytes`` of free buffers are kept;
+    :func:`empty_cache` releases them.
+    """
+
+    def __init__(self, min_bytes: int = 1 << 20, max_free_bytes: int = 1 << 30):
+        self.min_bytes, self.max_free_bytes = min_bytes, max_free_bytes
+        self.free: dict = {}
+        self.free_bytes = 0
+        self.lock = threading.Lock()
+
+    def empty(self, shape, dtype: torch.dtype) -> torch.Tensor:
+        n = math.prod(shape)
+        npdt = np.dtype(str(dtype).removeprefix("torch."))
+        nbytes = n * npdt.itemsize
+        if nbytes < self.min_bytes:
+            return torch.empty(shape, dtype=dtype)
+        key = (n, npdt)
+        with self.lock:
+            bufs = self.free.get(key)
+            base = bufs.pop() if bufs else None
+            if base is not None:
+                self.free_bytes -= nbytes
+        if base is None:
+            base = np.empty(n, dtype=npdt)
+        view = base[:]  # the tensor's storage holds this view; when it dies, base is free again
+        weakref.finalize(view, self._release, key, base)
+        return torch.from_numpy(view).view(shape)
+
+    def _release(self, key, base) -> None:
+        with self.lock:
+            if self.free_bytes + base.nbytes <= self.max_free_bytes:
+                self.free.setdefault(key, []).append(base)
+                self.free_bytes += base.nbytes
+
+    def clear(self) -> None:
+        with self.lock:
+            self.free.clear()
+            self.free_bytes = 0
+
+
+_POOL = _BufferPool()
+
+
+def empty_cache() -> None:
+    """Release the free output buffers the CPU kernels keep for reuse."""
+    _POOL.clear()
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
@@ -337,8 +393,8 @@ class LIFFamilyCpuFn(torch.autograd.Function):
         hard = v_reset is not None
         vr = float(v_reset) if hard else 0.0
         block = _block(T, N, x2.element_size())
-        s = torch.empty_like(x2)
-        v_seq = torch.empty_like(x2) if return_v else x2.new_empty((0, 0))
+        s = _POOL.empty(x2.shape, x2.dtype)
+        v_seq = _POOL.empty(x2.shape, x2.dtype) if return_v else x2.new_empty((0, 0))
         v_last = torch.empty(N, dtype=x2.dtype)
         bad = np.zeros((N + block - 1) // block, dtype=np.uint8)
         xa = _np(x2)
@@ -364,7 +420,7 @@ class LIFFamilyCpuFn(torch.autograd.Function):
         tv = _param_vec(th_t if th_t is not None else th_f, x2, N, shape)
         need_k = bool(ctx.needs_input_grad[2])
         need_th = bool(ctx.needs_input_grad[3])
-        gx = torch.empty_like(x2)
+        gx = _POOL.empty(x2.shape, x2.dtype)
         gv0 = torch.empty(N, dtype=x2.dtype)
         gk = torch.empty(N if need_k else 0, dtype=torch.float64)
         gth = torch.empty(N if need_th else 0, dtype=torch.float64)

@@ -300,8 +300,8 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None):
 
 
 def _gen_forward_src(S: int, P: int) -> str:
-    st = [f"s{i}" for i in range(S)]
-    pr = [f"p{i}" for i in range(P)]
+    # states and parameters of a block live in two small 2D arrays (few base pointers: LLVM vectorises the
+    # j loop without giving up on runtime alias checks)
     L = []
     a = L.append
     a("def fused_fwd(x, st0, prm, save, rec, out, saved, vseq, st_last, bad):")
@@ -312,10 +312,8 @@ def _gen_forward_src(S: int, P: int) -> str:
     a("        n0 = b * BLOCK")
     a("        n1 = min(n0 + BLOCK, N)")
     a("        m = n1 - n0")
-    for i in range(S):
-        a(f"        s{i} = st0[{i}, n0:n1].copy()")
-    for i in range(P):
-        a(f"        p{i} = prm[{i}, n0:n1].copy()")
+    a("        sb = st0[:, n0:n1].copy()")
+    a("        pb = prm[:, n0:n1].copy()")
     a("        acc = np.zeros(m, dtype=x.dtype)")
     a("        scratch = np.empty(m, dtype=x.dtype)")
     a("        for t in range(T):")
@@ -327,18 +325,17 @@ def _gen_forward_src(S: int, P: int) -> str:
     a("            for j in range(m):")
     a("                xj = xr[j]")
     for i in range(S):
-        a(f"                a{i} = s{i}[j]")
+        a(f"                a{i} = sb[{i}, j]")
         a(f"                sv{i}[j] = a{i}")
-    args = ", ".join(["xj"] + [f"a{i}" for i in range(S)] + [f"{p}[j]" for p in pr])
+    args = ", ".join(["xj"] + [f"a{i}" for i in range(S)] + [f"pb[{i}, j]" for i in range(P)])
     outs = ", ".join(["o"] + [f"ns{i}" for i in range(S)])
     a(f"                {outs} = STEP({args})")
     a("                orow[j] = o")
     for i in range(S):
-        a(f"                {st[i]}[j] = ns{i}")
+        a(f"                sb[{i}, j] = ns{i}")
     a("                vr[j] = ns0")
     a("                acc[j] += xj * zero")
-    for i in range(S):
-        a(f"        st_last[{i}, n0:n1] = s{i}")
+    a("        st_last[:, n0:n1] = sb")
     a("        for j in range(m):")
     a("            if acc[j] != zero:")
     a("                bad[b] = 1")
@@ -358,11 +355,9 @@ def _gen_backward_src(S: int, P: int) -> str:
     a("        n1 = min(n0 + BLOCK, N)")
     a("        m = n1 - n0")
     a("        zrow = np.zeros(m, dtype=x.dtype)")
-    for i in range(S):
-        a(f"        g{i} = gst_last[{i}, n0:n1].copy()")
-    for i in range(P):
-        a(f"        p{i} = prm[{i}, n0:n1].copy()")
-        a(f"        gp{i} = np.zeros(m, dtype=x.dtype)")
+    a("        gb = gst_last[:, n0:n1].copy()")
+    a("        pb = prm[:, n0:n1].copy()")
+    a(f"        gpb = np.zeros(({P}, m), dtype=x.dtype)")
     a("        for t in range(T - 1, -1, -1):")
     a("            xr = x[t, n0:n1]")
     a("            gor = gout[t, n0:n1]")
@@ -371,19 +366,17 @@ def _gen_backward_src(S: int, P: int) -> str:
     for i in range(S):
         a(f"            sv{i} = saved[{i}, t, n0:n1]")
     a("            for j in range(m):")
-    args = ", ".join(["gor[j]", "g0[j] + gvr[j]"] + [f"g{i}[j]" for i in range(1, S)] + ["xr[j]"]
-                     + [f"sv{i}[j]" for i in range(S)] + [f"p{i}[j]" for i in range(P)] + ["alpha"])
+    args = ", ".join(["gor[j]", "gb[0, j] + gvr[j]"] + [f"gb[{i}, j]" for i in range(1, S)] + ["xr[j]"]
+                     + [f"sv{i}[j]" for i in range(S)] + [f"pb[{i}, j]" for i in range(P)] + ["alpha"])
     outs = ", ".join(["dx"] + [f"ds{i}" for i in range(S)] + [f"dp{i}" for i in range(P)])
     a(f"                {outs} = VJP({args})")
     a("                gxr[j] = dx")
     for i in range(S):
-        a(f"                g{i}[j] = ds{i}")
+        a(f"                gb[{i}, j] = ds{i}")
     for i in range(P):
-        a(f"                gp{i}[j] += dp{i}")
-    for i in range(S):
-        a(f"        gst0[{i}, n0:n1] = g{i}")
-    for i in range(P):
-        a(f"        gprm[{i}, n0:n1] = gp{i}")
+        a(f"                gpb[{i}, j] += dp{i}")
+    a("        gst0[:, n0:n1] = gb")
+    a("        gprm[:, n0:n1] = gpb")
     return "\n".join(L) + "\n"
 
 

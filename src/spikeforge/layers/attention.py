@@ -10,8 +10,11 @@ The attention computed from a layer's **previous-step spikes** gates how much me
     s_t = H(u_t - V_{th})
 
 (:math:`W_1: C \to C/r`, :math:`W_2: C/r \to C`, no bias, r = 4).  ``SCTFA(neuron, C)`` wraps any registered
-neuron whose ``step`` state is a tensor or has a membrane field ``v``: before each step t >= 1 the carried
-(post-reset) membrane is multiplied by :math:`A(s_{t-1})`; at t = 0 there is nothing to gate.  With LIF
+neuron whose ``step`` state is a tensor or has a membrane field ``v`` (or ``u``): before each step t >= 1 the
+carried membrane is multiplied by :math:`A(s_{t-1})`; at t = 0 there is nothing to gate.  For neurons that
+carry the post-reset membrane (LIF family) this is the card's update exactly; for neurons that carry the
+pre-reset membrane and reset at the next step (e.g. GLIF's ``u``) the gate commutes with a hard reset but
+not with a soft one (then the gate also scales the subtracted threshold).  With LIF
 (``decay_input=False``, ``v_reset=0``, ``1 - 1/tau = decay``) this is exactly the card's update.  Insert it in
 any conv block in place of the neuron: ``conv -> BN -> SCTFA(neuron, C)``.  ``mode`` gives the ablation
 variants: ``"sctfa"`` (A = M_s M_c), ``"spatial"`` (A = M_s), ``"channel"`` (A = M_c).  The example net's
@@ -71,14 +74,19 @@ class SCTFAttention(nn.Module):
         return f"channels={self.channels}, mode={self.mode!r}"
 
 
+MEMBRANE_FIELDS = ("v", "u")
+
+
 def gate_state(state, a: torch.Tensor):
-    """Multiply the membrane of a neuron state (a tensor, or a NamedTuple with field ``v``) by ``a``."""
+    """Multiply the membrane of a neuron state (a tensor, or a NamedTuple with a field ``v`` or ``u``) by ``a``."""
     if torch.is_tensor(state):
         return state * a
-    if hasattr(state, "_replace") and "v" in getattr(state, "_fields", ()):
-        return state._replace(v=state.v * a)
-    raise ValueError(f"state: SCTFA gates the membrane 'v' of the neuron state, but got a "
-                     f"{type(state).__name__} without a 'v' field")
+    fields = getattr(state, "_fields", ())
+    for name in MEMBRANE_FIELDS:
+        if name in fields:
+            return state._replace(**{name: getattr(state, name) * a})
+    raise ValueError(f"state: SCTFA gates the membrane (field 'v' or 'u') of the neuron state, but got a "
+                     f"{type(state).__name__} with fields {fields}")
 
 
 class SCTFA(nn.Module):

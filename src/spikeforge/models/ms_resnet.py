@@ -124,7 +124,7 @@ def ms_resnet104(num_classes=1000, in_channels=3, neuron="lif", neuron_kwargs=No
 _IMAGENET = {"num_classes": 1000, "in_channels": 3}
 MODELS.register("ms_resnet18", help="MS-ResNet-18, membrane shortcuts (Hu et al. 2024)", defaults=_IMAGENET,
                 tiny={"width": 4, "stem": "cifar"})(ms_resnet18)
-MODELS.register("ms_resnet34", help="MS-ResNet-34, membrane shortcuts (Hu et al. 2024)", defaults=_IMAGENET,
-                tiny={"width": 4, "stem": "cifar"})(ms_resnet34)
-MODELS.register("ms_resnet104", help="MS-ResNet-104, membrane shortcuts (Hu et al. 2024)", defaults=_IMAGENET,
-                tiny={"width": 2, "stem": "cifar"})(ms_resnet104)
+MODELS.register("ms_resnet34", help="MS-ResNet-34, membrane shortcuts (Hu et al. 2024)", heavy=True,
+                defaults=_IMAGENET, tiny_input=(3, 8, 8), tiny={"width": 4, "stem": "cifar"})(ms_resnet34)
+MODELS.register("ms_resnet104", help="MS-ResNet-104, membrane shortcuts (Hu et al. 2024)", heavy=True,
+                defaults=_IMAGENET, tiny_input=(3, 8, 8), tiny={"width": 2, "stem": "cifar"})(ms_resnet104)

@@ -168,6 +168,6 @@ _DEFAULT = {"num_classes": 1000, "in_channels": 3}
 MODELS.register("sew_resnet18", help="SEW-ResNet-18, ADD/AND/IAND connect (Fang et al. 2021)",
                 defaults=_DEFAULT, tiny=_TINY)(sew_resnet18)
 MODELS.register("sew_resnet34", help="SEW-ResNet-34, ADD/AND/IAND connect (Fang et al. 2021)",
-                defaults=_DEFAULT, tiny=_TINY)(sew_resnet34)
+                heavy=True, defaults=_DEFAULT, tiny_input=(3, 8, 8), tiny=_TINY)(sew_resnet34)
 MODELS.register("sew_resnet50", help="SEW-ResNet-50 (bottleneck), ADD/AND/IAND connect (Fang et al. 2021)",
-                defaults=_DEFAULT, tiny={"width": 2, "stem": "cifar"})(sew_resnet50)
+                heavy=True, defaults=_DEFAULT, tiny_input=(3, 8, 8), tiny={"width": 2, "stem": "cifar"})(sew_resnet50)

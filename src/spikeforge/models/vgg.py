@@ -93,5 +93,5 @@ def vgg16(num_classes=10, in_channels=3, neuron="lif", neuron_kwargs=None, T=4, 
 _CIFAR = {"num_classes": 10, "in_channels": 3}
 MODELS.register("vgg11", help="spiking VGG-11 (CIFAR or ImageNet head)", defaults=_CIFAR,
                 tiny={"width": 2}, tiny_input=(3, 32, 32))(vgg11)
-MODELS.register("vgg16", help="spiking VGG-16 (CIFAR or ImageNet head)", defaults=_CIFAR,
+MODELS.register("vgg16", help="spiking VGG-16 (CIFAR or ImageNet head)", heavy=True, defaults=_CIFAR,
                 tiny={"width": 2}, tiny_input=(3, 32, 32))(vgg16)
