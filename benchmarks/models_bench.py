@@ -7,7 +7,7 @@ install (it would replace the CPU torch), so the SpikingJelly networks are built
 same layers, same parameter count (checked below), same LIF (tau 2, threshold 1, hard reset 0, ATan surrogate).
 SpikingJelly runs its default CPU backend (``torch``); spikeforge runs ``backend="auto"`` (the fused CPU kernel).
 
-Each configuration runs in its own subprocess.  Memory is what autograd keeps for the backward pass: the bytes
+Each model runs in its own subprocess with both libraries timed in alternation.  Memory is what autograd keeps for the backward pass: the bytes
 of the unique storages saved by the forward (``torch.autograd.graph.saved_tensors_hooks``), the part of peak
 training memory that depends on the implementation (weights and the input are the same in both).
 
@@ -89,11 +89,9 @@ def _sj_convnet(num_classes=10):
     return net, functional.reset_net
 
 
-def run_one(lib: str, model: str, repeat: int) -> dict:
+def build(lib: str, model: str):
+    """(step, forward, n_params) for one library and model."""
     import torch
-
-    sys.path.insert(0, os.path.dirname(__file__))
-    from _report import median_time
 
     torch.manual_seed(0)
     c = 3 if model == "sew_resnet18" else 1
@@ -106,9 +104,6 @@ def run_one(lib: str, model: str, repeat: int) -> dict:
 
         def forward():
             return net(x).mean(0).sum()
-
-        def step():
-            forward().backward()
     else:
         net, reset = (_sj_sew_resnet18 if model == "sew_resnet18" else _sj_convnet)()
         x_seq = x.unsqueeze(0).repeat(T, 1, 1, 1, 1)
@@ -117,18 +112,37 @@ def run_one(lib: str, model: str, repeat: int) -> dict:
             reset(net)
             return net(x_seq).mean(0).sum()
 
-        def step():
-            forward().backward()
-    n_params = sum(p.numel() for p in net.parameters())
-    step()
-    peak = saved_mib(forward)
-    t = median_time(step, repeat=repeat, warmup=1)
-    return {"lib": lib, "model": model, "seconds": t, "peak_mib": peak, "params": n_params}
+    def step():
+        forward().backward()
+
+    return step, forward, sum(p.numel() for p in net.parameters())
+
+
+def run_model(model: str, repeat: int) -> dict:
+    """Both libraries in one process, timed in alternation (so background load hits both alike)."""
+    import statistics
+    import time
+
+    libs = ("spikeforge", "spikingjelly")
+    built = {lib: build(lib, model) for lib in libs}
+    out = {}
+    for lib in libs:
+        step, forward, n = built[lib]
+        step()                                   # warm-up (kernel compilation, allocator)
+        out[lib] = {"params": n, "saved_mib": saved_mib(forward), "times": []}
+    for _ in range(repeat):
+        for lib in libs:
+            t0 = time.perf_counter()
+            built[lib][0]()
+            out[lib]["times"].append(time.perf_counter() - t0)
+    for lib in libs:
+        out[lib]["seconds"] = statistics.median(out[lib].pop("times"))
+    return out
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--one":
-        print(json.dumps(run_one(sys.argv[2], sys.argv[3], int(sys.argv[4]))))
+        print(json.dumps(run_model(sys.argv[2], int(sys.argv[3]))))
         return
     sys.path.insert(0, os.path.dirname(__file__))
     import spikingjelly  # noqa: F401  (fail early if the anchor is missing)
@@ -137,24 +151,22 @@ def main() -> None:
     repeat = int(os.environ.get("REPEAT", "5"))
     rows = []
     for model in ("sew_resnet18", "convnet"):
-        res = {}
-        for lib in ("spikeforge", "spikingjelly"):
-            out = subprocess.run([sys.executable, __file__, "--one", lib, model, str(repeat)], check=True,
-                                 capture_output=True, text=True).stdout
-            res[lib] = json.loads(out.strip().splitlines()[-1])
-            print(res[lib], flush=True)
+        out = subprocess.run([sys.executable, __file__, "--one", model, str(repeat)], check=True,
+                             capture_output=True, text=True).stdout
+        res = json.loads(out.strip().splitlines()[-1])
+        print(model, res, flush=True)
         assert res["spikeforge"]["params"] == res["spikingjelly"]["params"], res
         sf, sj = res["spikeforge"], res["spikingjelly"]
         rows.append(f"| {model} | {sf['params']:,} | {sf['seconds'] * 1e3:.0f} | {sj['seconds'] * 1e3:.0f} | "
-                    f"{sj['seconds'] / sf['seconds']:.2f}x | {sf['peak_mib']:.0f} | {sj['peak_mib']:.0f} |")
+                    f"{sj['seconds'] / sf['seconds']:.2f}x | {sf['saved_mib']:.0f} | {sj['saved_mib']:.0f} |")
     import spikingjelly as sjm  # noqa: F401
     from importlib.metadata import version
 
     body = "\n".join([
         "## models: forward+backward of zoo networks vs SpikingJelly",
         "",
-        f"`python benchmarks/models_bench.py` (REPEAT={repeat}; median of REPEAT fwd+bwd after 1 warm-up; each "
-        f"configuration in its own process). T={T}, batch {B}, {SIZE}x{SIZE} input, float32, CPU, training mode, "
+        f"`python benchmarks/models_bench.py` (REPEAT={repeat}; median of REPEAT fwd+bwd after 1 warm-up; both "
+        f"libraries in one process per model, timed in alternation). T={T}, batch {B}, {SIZE}x{SIZE} input, float32, CPU, training mode, "
         f"direct coding. spikingjelly {version('spikingjelly')} (networks built from its layers with the zoo "
         "architecture, since its zoo imports torchvision; `torch` backend), LIF tau 2 + ATan in both.",
         machine_line(),

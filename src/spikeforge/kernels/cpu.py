@@ -16,6 +16,18 @@ The surrogate derivative is the very function written in :mod:`spikeforge.surrog
 Why numba: it ships as a wheel (no compiler at install time), runs the loops multi-threaded without the GIL
 and can inline the surrogate source.  The forward compiles once per dtype (cached on disk); the backward once
 per (surrogate, dtype) in a process.  Compilation happens on first use and is excluded from benchmarks.
+See docs/kernels.md.
+
+Example:
+    >>> import torch
+    >>> from spikeforge.kernels.cpu import lif_cpu
+    >>> from spikeforge.surrogate import get_surrogate
+    >>> x = torch.full((3, 1, 2), 0.6, requires_grad=True)   # [T, B, N]
+    >>> s, v_T, _ = lif_cpu(x, torch.zeros(1, 2), 0.5, 1.0, 0.0, False, False, get_surrogate("atan"))
+    >>> s.flatten().tolist()                                   # h = 0.6, 0.9, 1.05
+    [0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    >>> s.sum().backward(); tuple(x.grad.shape)
+    (3, 1, 2)
 """
 
 from __future__ import annotations
@@ -114,17 +126,48 @@ def _types(dtype):
 
 
 def _build_surrogate_row(grad_src, dtype):
-    """``row(u, alpha, out)``: ``out[j] = g'(u[j])`` with the derivative source bound to scalar math."""
+    """``row(u, alpha, out)``: ``out[j] = g'(u[j])`` with the derivative source bound to scalar math, compiled
+    as a C callback and wrapped so the backward driver receives its address without a per-call lookup."""
     nb = _numba()
     _, _, row_sig = _types(dtype)
     sg = nb.njit(inline="always", error_model="numpy")(bind(grad_src, _scalar_math()))
 
-    @nb.njit(row_sig, nogil=True, error_model="numpy", fastmath={"contract", "arcp"})
+    @nb.cfunc(row_sig, nopython=True, error_model="numpy", fastmath={"contract", "arcp"})
     def surrogate_row(u, alpha, out):
         for j in range(u.shape[0]):
             out[j] = sg(u[j], alpha)
 
-    return surrogate_row
+    class RowFn(nb.types.WrapperAddressProtocol):
+        def __wrapper_address__(self):
+            return surrogate_row.address
+
+        def signature(self):
+            return row_sig
+
+    return RowFn()
+
+
+def _build_trampoline(dtype):
+    nb = _numba()
+    types, f, row_sig = _types(dtype)
+
+    @nb.njit(types.void(types.FunctionType(row_sig), f[::1], f, f[::1]))
+    def call_row(row, u, alpha, out):
+        row(u, alpha, out)
+
+    return call_row
+
+
+def surrogate_derivative(surrogate: Surrogate, u: np.ndarray) -> np.ndarray:
+    """The surrogate derivative exactly as the compiled backward evaluates it, on a 1-D float32/float64 array."""
+    u = np.ascontiguousarray(u)
+    key = ("trampoline", u.dtype)
+    with _lock:
+        if key not in _ROWS:
+            _ROWS[key] = _build_trampoline(u.dtype)
+    out = np.empty_like(u)
+    _ROWS[key](_surrogate_row(surrogate, u.dtype), u, u.dtype.type(surrogate.alpha), out)
+    return out
 
 
 def _build_backward(dtype):
@@ -269,10 +312,14 @@ def is_available() -> bool:
     return True
 
 
-def _sync_threads() -> None:
-    """Run numba's loops on as many threads as torch uses (``torch.set_num_threads`` is honoured)."""
+PARALLEL_MIN_ELEMENTS = 1 << 16  # below this a second thread costs more (wake-up, barrier) than it saves
+
+
+def _sync_threads(numel: int) -> None:
+    """Run numba's loops on as many threads as torch uses (``torch.set_num_threads`` is honoured), but on one
+    thread for small inputs."""
     nb = _numba()
-    n = max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS))
+    n = max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS, numel // PARALLEL_MIN_ELEMENTS))
     if nb.get_num_threads() != n:
         nb.set_num_threads(n)
 
@@ -398,7 +445,7 @@ class LIFFamilyCpuFn(torch.autograd.Function):
         v_last = torch.empty(N, dtype=x2.dtype)
         bad = np.zeros((N + block - 1) // block, dtype=np.uint8)
         xa = _np(x2)
-        _sync_threads()
+        _sync_threads(x2.numel())
         _forward_kernel()(xa, _np(v0f), _np(kv), _np(tv), xa.dtype.type(vr), hard, decay_input, return_v, block,
                           _np(s), _np(v_seq), _np(v_last), bad)
         if check and bad.any():
@@ -430,7 +477,7 @@ class LIFFamilyCpuFn(torch.autograd.Function):
             gs_const, gs_a = True, np.full((1, 1), gs[(0,) * gs.dim()].item(), dtype=dt)
         else:
             gs_const, gs_a = False, _grad_arg(gs, T, N, x2, seq=True)
-        _sync_threads()
+        _sync_threads(x2.numel())
         _backward_kernel(dt)(
             _np(x2), gs_a, gs_const, _grad_arg(gvseq, T, N, x2, seq=True), _grad_arg(gvlast, T, N, x2, seq=False),
             _np(v0f), _np(kv), _np(tv), dt.type(vr), hard, decay_input, detach, _surrogate_row(surrogate, dt),

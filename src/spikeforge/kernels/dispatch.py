@@ -1,7 +1,8 @@
 """The one place that picks an execution for a neuron recurrence.
 
-``backend="auto"`` picks the fastest available backend for the tensor: ``triton`` for CUDA tensors (when
-triton is installed), ``cpu`` (numba) for float32/float64 CPU tensors, else ``reference``.  A named backend
+``backend="auto"`` picks the fastest available backend for the tensor: ``triton`` for float32/float64 CUDA
+tensors (when triton is installed), ``cpu`` (numba) for float32/float64 CPU tensors, else ``reference``
+(half precision always: the reference rounds every op as torch does).  A named backend
 is used or a ValueError says why it cannot be — it is never silently replaced.  :func:`resolve_backend`
 tells what "auto" chose, so runs can record it.
 """
@@ -30,9 +31,11 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
     check_backend_name(backend)
     if backend != "auto":
         return backend
+    if x.dtype not in (torch.float32, torch.float64):  # half precision: the reference rounds per op
+        return "reference"
     if x.device.type == "cuda":
         return "triton" if _has("triton") else "reference"
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _has("numba"):
+    if x.device.type == "cpu" and _has("numba"):
         return "cpu"
     return "reference"
 
@@ -43,7 +46,7 @@ def lif_family(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate
     if name == "reference":
         from .reference import lif_reference
 
-        if check and not bool(torch.isfinite(x_seq).all()):
+        if check and not bool(torch.isfinite(x_seq.detach()).all()):
             raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
         return lif_reference(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v)
     if name == "cpu":

@@ -15,7 +15,13 @@ The surrogate derivative is the very function written in :mod:`spikeforge.surrog
 to the backward kernel as a ``tl.constexpr`` function.
 
 Tensors must be on a CUDA device; under ``TRITON_INTERPRET=1`` (Triton's interpreter) CPU tensors are
-accepted too, which is how the tests run without a GPU.
+accepted too, which is how the tests run without a GPU.  See docs/kernels.md.
+
+Example (needs a CUDA device and triton):
+    >>> import torch
+    >>> from spikeforge.functional import lif
+    >>> x = torch.rand(8, 32, 1024, device="cuda")          # doctest: +SKIP
+    >>> s, state = lif(x, backend="triton")                  # doctest: +SKIP
 """
 
 from __future__ import annotations
