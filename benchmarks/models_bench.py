@@ -7,9 +7,10 @@ install (it would replace the CPU torch), so the SpikingJelly networks are built
 same layers, same parameter count (checked below), same LIF (tau 2, threshold 1, hard reset 0, ATan surrogate).
 SpikingJelly runs its default CPU backend (``torch``); spikeforge runs ``backend="auto"`` (the fused CPU kernel).
 
-Each model runs in its own subprocess with both libraries timed in alternation.  Memory is what autograd keeps for the backward pass: the bytes
-of the unique storages saved by the forward (``torch.autograd.graph.saved_tensors_hooks``), the part of peak
-training memory that depends on the implementation (weights and the input are the same in both).
+Each model runs in its own subprocess with both libraries timed in alternation.  Memory is what autograd keeps
+for the backward pass: the bytes of the unique storages saved by the forward
+(``torch.autograd.graph.saved_tensors_hooks``), the part of peak training memory that depends on the
+implementation (weights and the input are the same in both).
 
     python benchmarks/models_bench.py            # writes the "models" section of docs/benchmarks.md
 """
@@ -166,12 +167,14 @@ def main() -> None:
         "## models: forward+backward of zoo networks vs SpikingJelly",
         "",
         f"`python benchmarks/models_bench.py` (REPEAT={repeat}; median of REPEAT fwd+bwd after 1 warm-up; both "
-        f"libraries in one process per model, timed in alternation). T={T}, batch {B}, {SIZE}x{SIZE} input, float32, CPU, training mode, "
+        f"libraries in one process per model, timed in alternation). T={T}, batch {B}, {SIZE}x{SIZE} input, "
+        "float32, CPU, training mode, "
         f"direct coding. spikingjelly {version('spikingjelly')} (networks built from its layers with the zoo "
         "architecture, since its zoo imports torchvision; `torch` backend), LIF tau 2 + ATan in both.",
         machine_line(),
         "",
-        "| model | params | spikeforge ms | SpikingJelly ms | speed-up | spikeforge saved MiB | SpikingJelly saved MiB |",
+        "| model | params | spikeforge ms | SpikingJelly ms | speed-up | spikeforge saved MiB "
+        "| SpikingJelly saved MiB |",
         "|---|---|---|---|---|---|---|",
         *rows,
         "",

@@ -9,8 +9,9 @@ Update (Fang et al. 2021; SpikingJelly's multi-step ``LIFNode`` conventions), wi
 :math:`s_t = H(h_t - \vartheta)` (spike iff :math:`h_t \ge \vartheta`); hard reset
 :math:`v_t = h_t(1-s_t) + v_{reset} s_t`, or soft reset :math:`v_t = h_t - \vartheta s_t` when
 ``v_reset=None`` (the decay then pulls towards 0).  IF is :math:`h_t = v_{t-1} + x_t`.  PLIF learns
-:math:`w` with :math:`k = \sigma(w)`.  Defaults equal SpikingJelly's ``LIFNode`` (tau 2, threshold 1, reset 0,
-decay_input True, ATan alpha 2).  snnTorch's ``Leaky`` spikes on a strict ``>`` and resets from the previous
+:math:`w` with :math:`k = \sigma(w)`.  Dynamics defaults equal SpikingJelly's ``LIFNode`` (tau 2, threshold 1,
+reset 0, decay_input True); the default surrogate is ATan with alpha 2 (SpikingJelly 2.0's ``LIFNode``
+defaults to ``Sigmoid(alpha=4)``: pass ``surrogate="sigmoid"`` to match its gradients too).  snnTorch's ``Leaky`` spikes on a strict ``>`` and resets from the previous
 step's spike; Norse's ``LIF`` integrates a synaptic current first — see docs/neurons.md.
 
 Every function returns ``(spikes, state)`` — or ``(spikes, state, v_seq)`` with ``return_v=True``, where

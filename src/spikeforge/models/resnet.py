@@ -194,7 +194,8 @@ _CIFAR = {"num_classes": 10, "in_channels": 3}
 MODELS.register("spiking_resnet18", help="Spiking ResNet-18, neuron after the addition (SEW's baseline)",
                 defaults=_IMAGENET, tiny={"width": 4, "stem": "cifar"})(spiking_resnet18)
 MODELS.register("spiking_resnet34", help="Spiking ResNet-34, neuron after the addition (SEW's baseline)",
-                heavy=True, defaults=_IMAGENET, tiny_input=(3, 8, 8), tiny={"width": 4, "stem": "cifar"})(spiking_resnet34)
+                heavy=True, defaults=_IMAGENET, tiny_input=(3, 8, 8),
+                tiny={"width": 4, "stem": "cifar"})(spiking_resnet34)
 MODELS.register("resnet19", help="ResNet-19 for CIFAR with tdBN (Zheng et al. 2021)", defaults=_CIFAR,
                 tiny={"width": 4, "hidden": 8})(ResNet19)
 MODELS.register("sresnet", help="S-ResNet 6n+2 with BNTT and spike-sum/membrane/no skips (Vicente-Sola 2022)",
