@@ -12,14 +12,21 @@ Run:  python benchmarks/neurons.py            (writes the "neurons" section of d
 
 from __future__ import annotations
 
-import argparse
-import gc
-import importlib.util
-import sys
-import weakref
-from pathlib import Path
+import os
 
-import torch
+# torch's OpenMP workers spin for milliseconds after every parallel op; numba's kernels run on a second OpenMP
+# runtime and wait for them (and so does everything on a shared machine).  Threads that sleep when idle are
+# fairer to every column; set OMP_WAIT_POLICY yourself to override (it must be set before torch loads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import importlib.util  # noqa: E402
+import sys  # noqa: E402
+import weakref  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_line, median_time, write_section  # noqa: E402
@@ -166,6 +173,7 @@ def main(argv=None) -> int:
         else:
             missing.append(f"{name} (`{mod}` not installed: skipped)")
     ours = next(iter(impls))
+    load0 = os.getloadavg()[0]
 
     rows, mem_row, notes = [], {}, []
     for cname, T, shape in configs:
@@ -217,7 +225,9 @@ def main(argv=None) -> int:
         "## neurons: LIF forward + backward (CPU)",
         "",
         f"`python benchmarks/neurons.py{' --quick' if args.quick else ''}` · {machine_line()} · float32 · "
-        f"median of {args.repeat} runs after 2 warm-up runs",
+        f"median of {args.repeat} runs after 2 warm-up runs · OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} · "
+        f"load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end (other jobs share the cores when "
+        "it exceeds the core count)",
         "",
         "beta 0.5 (tau 2, decay_input False), threshold 1, hard reset 0, ATan alpha 2, loss = spikes.sum(). "
         f"Cells: median time of forward + backward and, for {ours}, the number of in-place memory passes over "

@@ -57,9 +57,11 @@ import numpy as np
 import torch
 
 from ..surrogate import Surrogate, SpikeFn, bind, get_surrogate
+from .cpu import _sync_threads
 from .dispatch import check_backend_name, resolve_backend
 
-BLOCK = 256
+BLOCK = 1024  # most neurons per parallel block
+L2_BYTES = 256 * 1024  # target size of a block's replayed state history in the backward
 _lock = threading.Lock()
 _FWD: dict = {}
 _BWD: dict = {}
@@ -159,7 +161,6 @@ import numpy as np
 import numba as nb
 from numba import prange
 
-BLOCK = {block}
 ONE = np.{dtype}(1.0)
 ZERO = np.{dtype}(0.0)
 PI = math.pi
@@ -260,22 +261,26 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None):
     import hashlib
     import importlib.util
     import os
+    import re
     import sys
 
     nb = _numba()
     fname = f"fused_{direction}"
-    fn = cell.step if direction == "fwd" else cell.vjp
+    # the forward needs the step; the backward replays the step and runs the vjp
+    fns = {"STEP": cell.step} if direction == "fwd" else {"STEP": cell.step, "VJP": cell.vjp}
     driver = (_gen_forward_src if direction == "fwd" else _gen_backward_src)(cell.n_states, cell.n_params)
-    prelude = _PRELUDE.format(block=BLOCK, dtype=np_dtype.name)
-    slot = "STEP" if direction == "fwd" else "VJP"
-    cell_src = _renamed_source(fn, "_cell_fn")
+    prelude = _PRELUDE.format(dtype=np_dtype.name)
+    rows = re.findall(r"^def (row_\w+)\(", driver, flags=re.M)  # the per-row loops the driver calls
+    srcs = {slot: _renamed_source(f, f"_{slot.lower()}_fn") for slot, f in fns.items()}
     sg_src = _renamed_source(grad_src, "_sg_derivative") if grad_src is not None else ""
-    cache = _cache_dir() if (cell_src is not None and sg_src is not None) else None
+    cache = _cache_dir() if (all(v is not None for v in srcs.values()) and sg_src is not None) else None
     if cache is not None:
         parts = [prelude, sg_src or "", "" if grad_src is None else
-                 'dspike = nb.njit(inline="always")(_sg_derivative)\n', cell_src,
-                 f'{slot} = nb.njit(inline="always")(_cell_fn)\n', driver,
-                 f"{fname} = nb.njit(parallel=True, nogil=True, cache=True)({fname})\n"]
+                 'dspike = nb.njit(inline="always")(_sg_derivative)\n']
+        for slot, src in srcs.items():
+            parts += [src, f'{slot} = nb.njit(inline="always")(_{slot.lower()}_fn)\n']
+        parts += [driver, "".join(f'{r} = nb.njit(cache=True, error_model="numpy")({r})\n' for r in rows),
+                  f'{fname} = nb.njit(parallel=True, nogil=True, cache=True, error_model="numpy")({fname})\n']
         text = "\n\n".join(parts)
         digest = hashlib.sha1(text.encode()).hexdigest()[:16]
         path = cache / f"{cell.name}_{direction}_{np_dtype.name}_{digest}.py"
@@ -295,88 +300,113 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None):
     exec(compile(prelude + "\n\n" + driver, f"<spikeforge.kernels.fused:{cell.name}>", "exec"), g)  # noqa: S102
     if grad_src is not None:
         g["dspike"] = nb.njit(inline="always")(bind(grad_src, g))
-    g[slot] = nb.njit(inline="always")(bind(fn, g))
-    return nb.njit(parallel=True, nogil=True)(g[fname])
+    for slot, f in fns.items():
+        g[slot] = nb.njit(inline="always")(bind(f, g))
+    for r in rows:
+        g[r] = nb.njit(error_model="numpy")(g[r])
+    return nb.njit(parallel=True, nogil=True, error_model="numpy")(g[fname])
+
+
+def _names(prefix: str, n: int) -> list:
+    return [f"{prefix}{i}" for i in range(n)]
 
 
 def _gen_forward_src(S: int, P: int) -> str:
-    # states and parameters of a block live in two small 2D arrays (few base pointers: LLVM vectorises the
-    # j loop without giving up on runtime alias checks)
+    # The time step over one row of a block is its own function whose arrays are block-local copies or rows of
+    # the driver's arguments: no value lives past its loop and no two pointers may alias, so LLVM vectorises it.
+    s, p = _names("s", S), _names("p", P)
     L = []
     a = L.append
-    a("def fused_fwd(x, st0, prm, save, rec, out, saved, vseq, st_last, bad):")
+    a(f"def row_fwd(xr, orow, {', '.join(s + p)}, acc):")
+    a("    for j in range(xr.shape[0]):")
+    a("        xj = xr[j]")
+    a(f"        o, {', '.join(_names('n', S))} = STEP(xj, {', '.join(f'{v}[j]' for v in s + p)})")
+    a("        orow[j] = o")
+    for i in range(S):
+        a(f"        s{i}[j] = n{i}")
+    a("        acc[j] += xj * ZERO")
+    a("")
+    a("")
+    a("def fused_fwd(x, st0, prm, rec, block, out, vseq, st_last, bad):")
     a("    T, N = x.shape")
-    a("    nblk = (N + BLOCK - 1) // BLOCK")
-    a("    zero = ZERO")
+    a("    nblk = (N + block - 1) // block")
     a("    for b in prange(nblk):")
-    a("        n0 = b * BLOCK")
-    a("        n1 = min(n0 + BLOCK, N)")
+    a("        n0 = b * block")
+    a("        n1 = min(n0 + block, N)")
     a("        m = n1 - n0")
-    a("        sb = st0[:, n0:n1].copy()")
-    a("        pb = prm[:, n0:n1].copy()")
+    for i in range(S):
+        a(f"        s{i} = st0[{i}, n0:n1].copy()")
+    for i in range(P):
+        a(f"        p{i} = prm[{i}, n0:n1].copy()")
     a("        acc = np.zeros(m, dtype=x.dtype)")
-    a("        scratch = np.empty(m, dtype=x.dtype)")
     a("        for t in range(T):")
-    a("            xr = x[t, n0:n1]")
-    a("            orow = out[t, n0:n1]")
+    a(f"            row_fwd(x[t, n0:n1], out[t, n0:n1], {', '.join(s + p)}, acc)")
+    a("            if rec:")
+    a("                vseq[t, n0:n1] = s0")
     for i in range(S):
-        a(f"            sv{i} = saved[{i}, t, n0:n1] if save else scratch")
-    a("            vr = vseq[t, n0:n1] if rec else scratch")
-    a("            for j in range(m):")
-    a("                xj = xr[j]")
-    for i in range(S):
-        a(f"                a{i} = sb[{i}, j]")
-        a(f"                sv{i}[j] = a{i}")
-    args = ", ".join(["xj"] + [f"a{i}" for i in range(S)] + [f"pb[{i}, j]" for i in range(P)])
-    outs = ", ".join(["o"] + [f"ns{i}" for i in range(S)])
-    a(f"                {outs} = STEP({args})")
-    a("                orow[j] = o")
-    for i in range(S):
-        a(f"                sb[{i}, j] = ns{i}")
-    a("                vr[j] = ns0")
-    a("                acc[j] += xj * zero")
-    a("        st_last[:, n0:n1] = sb")
+        a(f"        st_last[{i}, n0:n1] = s{i}")
     a("        for j in range(m):")
-    a("            if acc[j] != zero:")
+    a("            if acc[j] != ZERO:")
     a("                bad[b] = 1")
     return "\n".join(L) + "\n"
 
 
 def _gen_backward_src(S: int, P: int) -> str:
+    # Per block: replay the forward from the initial state (the states entering every step land in a block-local
+    # [T, block] history that stays in cache), then run the vjp in reverse time.  Nothing [T, N]-sized is saved.
+    s, p, h, g, gp = _names("s", S), _names("p", P), _names("h", S), _names("g", S), _names("gp", P)
     L = []
     a = L.append
-    a("def fused_bwd(gout, gst_last, gvseq, x, saved, prm, alpha, gx, gst0, gprm):")
-    a("    T, N = x.shape")
-    a("    nblk = (N + BLOCK - 1) // BLOCK")
-    a("    has_gv = gvseq.shape[0] > 0")
-    a("    zero = ZERO")
-    a("    for b in prange(nblk):")
-    a("        n0 = b * BLOCK")
-    a("        n1 = min(n0 + BLOCK, N)")
-    a("        m = n1 - n0")
-    a("        zrow = np.zeros(m, dtype=x.dtype)")
-    a("        gb = gst_last[:, n0:n1].copy()")
-    a("        pb = prm[:, n0:n1].copy()")
-    a(f"        gpb = np.zeros(({P}, m), dtype=x.dtype)")
-    a("        for t in range(T - 1, -1, -1):")
-    a("            xr = x[t, n0:n1]")
-    a("            gor = gout[t, n0:n1]")
-    a("            gxr = gx[t, n0:n1]")
-    a("            gvr = gvseq[t, n0:n1] if has_gv else zrow")
+    a(f"def row_replay(xr, {', '.join(h + s + p)}):")
+    a("    for j in range(xr.shape[0]):")
     for i in range(S):
-        a(f"            sv{i} = saved[{i}, t, n0:n1]")
-    a("            for j in range(m):")
-    args = ", ".join(["gor[j]", "gb[0, j] + gvr[j]"] + [f"gb[{i}, j]" for i in range(1, S)] + ["xr[j]"]
-                     + [f"sv{i}[j]" for i in range(S)] + [f"pb[{i}, j]" for i in range(P)] + ["alpha"])
-    outs = ", ".join(["dx"] + [f"ds{i}" for i in range(S)] + [f"dp{i}" for i in range(P)])
-    a(f"                {outs} = VJP({args})")
-    a("                gxr[j] = dx")
+        a(f"        a{i} = s{i}[j]")
+        a(f"        h{i}[j] = a{i}")
+    a(f"        o, {', '.join(_names('n', S))} = STEP(xr[j], {', '.join(_names('a', S) + [f'{v}[j]' for v in p])})")
     for i in range(S):
-        a(f"                gb[{i}, j] = ds{i}")
+        a(f"        s{i}[j] = n{i}")
+    a("")
+    a("")
+    a(f"def row_bwd(gor, gvr, xr, gxr, {', '.join(h + g + p + gp)}, alpha):")
+    a("    for j in range(xr.shape[0]):")
+    args = ["gor[j]", "g0[j] + gvr[j]"] + [f"g{i}[j]" for i in range(1, S)] + ["xr[j]"] + \
+        [f"{v}[j]" for v in h + p] + ["alpha"]
+    a(f"        dx, {', '.join(_names('ds', S) + _names('dp', P))} = VJP({', '.join(args)})")
+    a("        gxr[j] = dx")
+    for i in range(S):
+        a(f"        g{i}[j] = ds{i}")
     for i in range(P):
-        a(f"                gpb[{i}, j] += dp{i}")
-    a("        gst0[:, n0:n1] = gb")
-    a("        gprm[:, n0:n1] = gpb")
+        a(f"        gp{i}[j] += dp{i}")
+    a("")
+    a("")
+    a("def fused_bwd(gout, gst_last, gvseq, x, st0, prm, alpha, block, gx, gst0, gprm):")
+    a("    T, N = x.shape")
+    a("    nblk = (N + block - 1) // block")
+    a("    has_gv = gvseq.shape[0] > 0")
+    a("    for b in prange(nblk):")
+    a("        n0 = b * block")
+    a("        n1 = min(n0 + block, N)")
+    a("        m = n1 - n0")
+    for i in range(S):
+        a(f"        s{i} = st0[{i}, n0:n1].copy()")
+        a(f"        h{i} = np.empty((T, m), dtype=x.dtype)")
+    for i in range(P):
+        a(f"        p{i} = prm[{i}, n0:n1].copy()")
+    a("        for t in range(T):")
+    a(f"            row_replay(x[t, n0:n1], {', '.join([f'{v}[t]' for v in h] + s + p)})")
+    for i in range(S):
+        a(f"        g{i} = gst_last[{i}, n0:n1].copy()")
+    for i in range(P):
+        a(f"        gp{i} = np.zeros(m, dtype=x.dtype)")
+    a("        zrow = np.zeros(m, dtype=x.dtype)")
+    a("        for t in range(T - 1, -1, -1):")
+    a("            gvr = gvseq[t, n0:n1] if has_gv else zrow")
+    a(f"            row_bwd(gout[t, n0:n1], gvr, x[t, n0:n1], gx[t, n0:n1], "
+      f"{', '.join([f'{v}[t]' for v in h] + g + p + gp)}, alpha)")
+    for i in range(S):
+        a(f"        gst0[{i}, n0:n1] = g{i}")
+    for i in range(P):
+        a(f"        gprm[{i}, n0:n1] = gp{i}")
     return "\n".join(L) + "\n"
 
 
@@ -400,6 +430,15 @@ def _backward_kernel(cell: Cell, np_dtype, surrogate: Surrogate):
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
+
+
+def _block(T: int, N: int, S: int, itemsize: int) -> int:
+    """Neurons per parallel block: the backward's ``S x T x block`` history stays in L2, at least 4 blocks per
+    thread when there is enough work, a multiple of 16 (whole SIMD vectors)."""
+    b = max(64, min(BLOCK, L2_BYTES // max(1, S * T * itemsize)))
+    per_thread = -(-N // (4 * max(1, torch.get_num_threads())))
+    b = min(b, max(64, per_thread))
+    return max(16, (b // 16) * 16)
 
 
 def _param_row(p, like: torch.Tensor, shape, N: int) -> torch.Tensor:
@@ -426,17 +465,19 @@ class FusedCellFn(torch.autograd.Function):
         st0 = torch.stack([s.detach().to(x2.dtype).reshape(N) for s in states]) if S else x2.new_empty(0, N)
         prm = torch.stack([_param_row(p, x2, shape, N) for p in params]) if P else x2.new_empty(0, N)
         prm = prm.contiguous()
-        save = torch.is_grad_enabled() or any(ctx.needs_input_grad)
         out = torch.empty_like(x2)
-        saved = x2.new_empty(S, T, N) if save else x2.new_empty(0, 0, 0)
         vseq = torch.empty_like(x2) if record else x2.new_empty(0, 0)
         st_last = torch.empty_like(st0)
-        bad = np.zeros((N + BLOCK - 1) // BLOCK, dtype=np.uint8)
-        _forward_kernel(cell, _np(x2).dtype)(_np(x2), _np(st0), _np(prm), save, record, _np(out), _np(saved),
-                                             _np(vseq), _np(st_last), bad)
+        block = _block(T, N, S, x2.element_size())
+        bad = np.zeros((N + block - 1) // block, dtype=np.uint8)
+        _sync_threads(T * N)
+        _forward_kernel(cell, _np(x2).dtype)(_np(x2), _np(st0), _np(prm), record, block, _np(out), _np(vseq),
+                                             _np(st_last), bad)
         if check and bad.any():
             raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
-        ctx.save_for_backward(x2, saved, prm)
+        # saved for backward: x (the input itself, no copy when contiguous), the initial states and the
+        # parameter rows ([S + P, N]); the backward replays the forward block by block
+        ctx.save_for_backward(x2, st0, prm)
         ctx.cfg = (cell, surrogate, record, T, N, shape)
         ctx.p_shapes = [p.shape if torch.is_tensor(p) else None for p in params]
         ctx.s_shapes = [s.shape for s in states]
@@ -446,7 +487,7 @@ class FusedCellFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out, g_vseq, *g_states):
-        x2, saved, prm = ctx.saved_tensors
+        x2, st0, prm = ctx.saved_tensors
         cell, surrogate, record, T, N, shape = ctx.cfg
         S, P = cell.n_states, cell.n_params
         dt = x2.dtype
@@ -459,8 +500,10 @@ class FusedCellFn(torch.autograd.Function):
         gst0 = torch.empty(S, N, dtype=dt)
         gprm = torch.empty(P, N, dtype=dt)
         alpha = np.array(surrogate.alpha, dtype=_np(x2).dtype)[()]
-        _backward_kernel(cell, _np(x2).dtype, surrogate)(_np(go), _np(gsl), _np(gv), _np(x2), _np(saved),
-                                                          _np(prm), alpha, _np(gx), _np(gst0), _np(gprm))
+        _sync_threads(T * N)
+        _backward_kernel(cell, _np(x2).dtype, surrogate)(_np(go), _np(gsl), _np(gv), _np(x2), _np(st0), _np(prm),
+                                                          alpha, _block(T, N, S, x2.element_size()), _np(gx),
+                                                          _np(gst0), _np(gprm))
         needs = ctx.needs_input_grad
         g_st = [gst0[i].reshape(shape).sum_to_size(ctx.s_shapes[i]) if needs[5 + i] else None for i in range(S)]
         g_p = []
