@@ -49,6 +49,15 @@ def check_number(name: str, value, *, low=None, low_inclusive=True, high=None, h
             raise ValueError(f"{name}: expected a floating-point tensor, got dtype {value.dtype}")
     elif isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name}: expected a number, got {value!r}")
+    else:  # plain number: no tensor round trip on the hot path
+        f = float(value)
+        ok = math.isfinite(f)
+        if ok and low is not None:
+            ok = f >= low if low_inclusive else f > low
+        if ok and high is not None:
+            ok = f <= high if high_inclusive else f < high
+        if ok:
+            return value
     v = _values(value)
     if not bool(torch.isfinite(v).all()):
         raise ValueError(f"{name}: must be finite, got {value!r}")

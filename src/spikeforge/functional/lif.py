@@ -46,7 +46,8 @@ class LIFState(NamedTuple):
 def _initial_state(x_seq, state, v_reset, name="state"):
     shape = x_seq.shape[1:]
     if state is None:
-        return torch.full(shape, 0.0 if v_reset is None else v_reset, dtype=x_seq.dtype, device=x_seq.device)
+        # a broadcast scalar: nothing of size [B, ...] is allocated or saved for backward
+        return x_seq.new_full((), 0.0 if v_reset is None else v_reset).expand(shape)
     v = state.v if isinstance(state, LIFState) else state
     if not torch.is_tensor(v):
         raise ValueError(f"{name}: expected LIFState(v=tensor) or a tensor, got {type(state).__name__}")

@@ -60,8 +60,7 @@ from ..surrogate import Surrogate, SpikeFn, bind, get_surrogate
 from .cpu import _sync_threads
 from .dispatch import check_backend_name, resolve_backend
 
-BLOCK = 1024  # most neurons per parallel block
-L2_BYTES = 256 * 1024  # target size of a block's replayed state history in the backward
+BLOCK = 256  # neurons per parallel block (a compile-time constant of the generated kernels)
 _lock = threading.Lock()
 _FWD: dict = {}
 _BWD: dict = {}
@@ -307,106 +306,113 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None):
     return nb.njit(parallel=True, nogil=True, error_model="numpy")(g[fname])
 
 
-def _names(prefix: str, n: int) -> list:
-    return [f"{prefix}{i}" for i in range(n)]
-
-
 def _gen_forward_src(S: int, P: int) -> str:
-    # The time step over one row of a block is its own function whose arrays are block-local copies or rows of
-    # the driver's arguments: no value lives past its loop and no two pointers may alias, so LLVM vectorises it.
-    s, p = _names("s", S), _names("p", P)
+    # A block's states, parameters and NaN accumulator live in one flat local buffer ``loc`` at offsets that are
+    # multiples of BLOCK (compile-time constants): LLVM sees a single pointer with constant distances, so the
+    # per-row loop needs at most 3 runtime alias checks and vectorises.  ``row_fwd`` is its own function, so no
+    # loop value lives past the loop.
+    o_s = [i * BLOCK for i in range(S)]
+    o_p = [(S + i) * BLOCK for i in range(P)]
+    o_acc = (S + P) * BLOCK
     L = []
     a = L.append
-    a(f"def row_fwd(xr, orow, {', '.join(s + p)}, acc):")
+    a("def row_fwd(xr, orow, loc):")
     a("    for j in range(xr.shape[0]):")
     a("        xj = xr[j]")
-    a(f"        o, {', '.join(_names('n', S))} = STEP(xj, {', '.join(f'{v}[j]' for v in s + p)})")
+    a(f"        o, {', '.join(f'n{i}' for i in range(S))} = STEP(xj, "
+      f"{', '.join(f'loc[{k} + j]' for k in o_s + o_p)})")
     a("        orow[j] = o")
     for i in range(S):
-        a(f"        s{i}[j] = n{i}")
-    a("        acc[j] += xj * ZERO")
+        a(f"        loc[{o_s[i]} + j] = n{i}")
+    a(f"        loc[{o_acc} + j] += xj * ZERO")
     a("")
     a("")
-    a("def fused_fwd(x, st0, prm, rec, block, out, vseq, st_last, bad):")
+    a("def fused_fwd(x, st0, prm, rec, out, vseq, st_last, bad):")
     a("    T, N = x.shape")
-    a("    nblk = (N + block - 1) // block")
+    a(f"    nblk = (N + {BLOCK - 1}) // {BLOCK}")
     a("    for b in prange(nblk):")
-    a("        n0 = b * block")
-    a("        n1 = min(n0 + block, N)")
+    a(f"        n0 = b * {BLOCK}")
+    a(f"        n1 = min(n0 + {BLOCK}, N)")
     a("        m = n1 - n0")
+    a(f"        loc = np.zeros({(S + P + 1) * BLOCK}, dtype=x.dtype)")
     for i in range(S):
-        a(f"        s{i} = st0[{i}, n0:n1].copy()")
+        a(f"        loc[{o_s[i]}:{o_s[i]} + m] = st0[{i}, n0:n1]")
     for i in range(P):
-        a(f"        p{i} = prm[{i}, n0:n1].copy()")
-    a("        acc = np.zeros(m, dtype=x.dtype)")
+        a(f"        loc[{o_p[i]}:{o_p[i]} + m] = prm[{i}, n0:n1]")
     a("        for t in range(T):")
-    a(f"            row_fwd(x[t, n0:n1], out[t, n0:n1], {', '.join(s + p)}, acc)")
+    a("            row_fwd(x[t, n0:n1], out[t, n0:n1], loc)")
     a("            if rec:")
-    a("                vseq[t, n0:n1] = s0")
+    a("                vseq[t, n0:n1] = loc[:m]")
     for i in range(S):
-        a(f"        st_last[{i}, n0:n1] = s{i}")
+        a(f"        st_last[{i}, n0:n1] = loc[{o_s[i]}:{o_s[i]} + m]")
     a("        for j in range(m):")
-    a("            if acc[j] != ZERO:")
+    a(f"            if loc[{o_acc} + j] != ZERO:")
     a("                bad[b] = 1")
     return "\n".join(L) + "\n"
 
 
 def _gen_backward_src(S: int, P: int) -> str:
     # Per block: replay the forward from the initial state (the states entering every step land in a block-local
-    # [T, block] history that stays in cache), then run the vjp in reverse time.  Nothing [T, N]-sized is saved.
-    s, p, h, g, gp = _names("s", S), _names("p", P), _names("h", S), _names("g", S), _names("gp", P)
+    # history of T x S x BLOCK values that stays in cache), then run the vjp in reverse time.  Nothing [T, N]-sized
+    # is saved by the forward.  ``loc`` holds states, parameters, state gradients and parameter gradients.
+    o_s = [i * BLOCK for i in range(S)]
+    o_p = [(S + i) * BLOCK for i in range(P)]
+    o_g = [(S + P + i) * BLOCK for i in range(S)]
+    o_gp = [(2 * S + P + i) * BLOCK for i in range(P)]
+    K = 2 * (S + P)
     L = []
     a = L.append
-    a(f"def row_replay(xr, {', '.join(h + s + p)}):")
+    a("def row_replay(xr, hr, loc):")
     a("    for j in range(xr.shape[0]):")
     for i in range(S):
-        a(f"        a{i} = s{i}[j]")
-        a(f"        h{i}[j] = a{i}")
-    a(f"        o, {', '.join(_names('n', S))} = STEP(xr[j], {', '.join(_names('a', S) + [f'{v}[j]' for v in p])})")
+        a(f"        a{i} = loc[{o_s[i]} + j]")
+        a(f"        hr[{o_s[i]} + j] = a{i}")
+    a(f"        o, {', '.join(f'n{i}' for i in range(S))} = STEP(xr[j], "
+      f"{', '.join([f'a{i}' for i in range(S)] + [f'loc[{k} + j]' for k in o_p])})")
     for i in range(S):
-        a(f"        s{i}[j] = n{i}")
+        a(f"        loc[{o_s[i]} + j] = n{i}")
     a("")
     a("")
-    a(f"def row_bwd(gor, gvr, xr, gxr, {', '.join(h + g + p + gp)}, alpha):")
+    a("def row_bwd(gor, xr, gxr, hr, loc, alpha):")
     a("    for j in range(xr.shape[0]):")
-    args = ["gor[j]", "g0[j] + gvr[j]"] + [f"g{i}[j]" for i in range(1, S)] + ["xr[j]"] + \
-        [f"{v}[j]" for v in h + p] + ["alpha"]
-    a(f"        dx, {', '.join(_names('ds', S) + _names('dp', P))} = VJP({', '.join(args)})")
+    args = ["gor[j]"] + [f"loc[{k} + j]" for k in o_g] + ["xr[j]"] + [f"hr[{k} + j]" for k in o_s] + \
+        [f"loc[{k} + j]" for k in o_p] + ["alpha"]
+    outs = ["dx"] + [f"ds{i}" for i in range(S)] + [f"dp{i}" for i in range(P)]
+    a(f"        {', '.join(outs)} = VJP({', '.join(args)})")
     a("        gxr[j] = dx")
     for i in range(S):
-        a(f"        g{i}[j] = ds{i}")
+        a(f"        loc[{o_g[i]} + j] = ds{i}")
     for i in range(P):
-        a(f"        gp{i}[j] += dp{i}")
+        a(f"        loc[{o_gp[i]} + j] += dp{i}")
     a("")
     a("")
-    a("def fused_bwd(gout, gst_last, gvseq, x, st0, prm, alpha, block, gx, gst0, gprm):")
+    a("def fused_bwd(gout, gst_last, gvseq, x, st0, prm, alpha, gx, gst0, gprm):")
     a("    T, N = x.shape")
-    a("    nblk = (N + block - 1) // block")
+    a(f"    nblk = (N + {BLOCK - 1}) // {BLOCK}")
     a("    has_gv = gvseq.shape[0] > 0")
+    a(f"    H = {S * BLOCK}")
     a("    for b in prange(nblk):")
-    a("        n0 = b * block")
-    a("        n1 = min(n0 + block, N)")
+    a(f"        n0 = b * {BLOCK}")
+    a(f"        n1 = min(n0 + {BLOCK}, N)")
     a("        m = n1 - n0")
+    a(f"        loc = np.zeros({K * BLOCK}, dtype=x.dtype)")
+    a("        hist = np.empty(T * H, dtype=x.dtype)")
     for i in range(S):
-        a(f"        s{i} = st0[{i}, n0:n1].copy()")
-        a(f"        h{i} = np.empty((T, m), dtype=x.dtype)")
+        a(f"        loc[{o_s[i]}:{o_s[i]} + m] = st0[{i}, n0:n1]")
     for i in range(P):
-        a(f"        p{i} = prm[{i}, n0:n1].copy()")
+        a(f"        loc[{o_p[i]}:{o_p[i]} + m] = prm[{i}, n0:n1]")
     a("        for t in range(T):")
-    a(f"            row_replay(x[t, n0:n1], {', '.join([f'{v}[t]' for v in h] + s + p)})")
+    a("            row_replay(x[t, n0:n1], hist[t * H:(t + 1) * H], loc)")
     for i in range(S):
-        a(f"        g{i} = gst_last[{i}, n0:n1].copy()")
-    for i in range(P):
-        a(f"        gp{i} = np.zeros(m, dtype=x.dtype)")
-    a("        zrow = np.zeros(m, dtype=x.dtype)")
+        a(f"        loc[{o_g[i]}:{o_g[i]} + m] = gst_last[{i}, n0:n1]")
     a("        for t in range(T - 1, -1, -1):")
-    a("            gvr = gvseq[t, n0:n1] if has_gv else zrow")
-    a(f"            row_bwd(gout[t, n0:n1], gvr, x[t, n0:n1], gx[t, n0:n1], "
-      f"{', '.join([f'{v}[t]' for v in h] + g + p + gp)}, alpha)")
+    a("            if has_gv:")
+    a(f"                loc[{o_g[0]}:{o_g[0]} + m] += gvseq[t, n0:n1]")
+    a("            row_bwd(gout[t, n0:n1], x[t, n0:n1], gx[t, n0:n1], hist[t * H:(t + 1) * H], loc, alpha)")
     for i in range(S):
-        a(f"        gst0[{i}, n0:n1] = g{i}")
+        a(f"        gst0[{i}, n0:n1] = loc[{o_g[i]}:{o_g[i]} + m]")
     for i in range(P):
-        a(f"        gprm[{i}, n0:n1] = gp{i}")
+        a(f"        gprm[{i}, n0:n1] = loc[{o_gp[i]}:{o_gp[i]} + m]")
     return "\n".join(L) + "\n"
 
 
@@ -430,15 +436,6 @@ def _backward_kernel(cell: Cell, np_dtype, surrogate: Surrogate):
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
-
-
-def _block(T: int, N: int, S: int, itemsize: int) -> int:
-    """Neurons per parallel block: the backward's ``S x T x block`` history stays in L2, at least 4 blocks per
-    thread when there is enough work, a multiple of 16 (whole SIMD vectors)."""
-    b = max(64, min(BLOCK, L2_BYTES // max(1, S * T * itemsize)))
-    per_thread = -(-N // (4 * max(1, torch.get_num_threads())))
-    b = min(b, max(64, per_thread))
-    return max(16, (b // 16) * 16)
 
 
 def _param_row(p, like: torch.Tensor, shape, N: int) -> torch.Tensor:
@@ -468,11 +465,10 @@ class FusedCellFn(torch.autograd.Function):
         out = torch.empty_like(x2)
         vseq = torch.empty_like(x2) if record else x2.new_empty(0, 0)
         st_last = torch.empty_like(st0)
-        block = _block(T, N, S, x2.element_size())
-        bad = np.zeros((N + block - 1) // block, dtype=np.uint8)
+        bad = np.zeros((N + BLOCK - 1) // BLOCK, dtype=np.uint8)
         _sync_threads(T * N)
-        _forward_kernel(cell, _np(x2).dtype)(_np(x2), _np(st0), _np(prm), record, block, _np(out), _np(vseq),
-                                             _np(st_last), bad)
+        _forward_kernel(cell, _np(x2).dtype)(_np(x2), _np(st0), _np(prm), record, _np(out), _np(vseq), _np(st_last),
+                                             bad)
         if check and bad.any():
             raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
         # saved for backward: x (the input itself, no copy when contiguous), the initial states and the
@@ -502,8 +498,7 @@ class FusedCellFn(torch.autograd.Function):
         alpha = np.array(surrogate.alpha, dtype=_np(x2).dtype)[()]
         _sync_threads(T * N)
         _backward_kernel(cell, _np(x2).dtype, surrogate)(_np(go), _np(gsl), _np(gv), _np(x2), _np(st0), _np(prm),
-                                                          alpha, _block(T, N, S, x2.element_size()), _np(gx),
-                                                          _np(gst0), _np(gprm))
+                                                          alpha, _np(gx), _np(gst0), _np(gprm))
         needs = ctx.needs_input_grad
         g_st = [gst0[i].reshape(shape).sum_to_size(ctx.s_shapes[i]) if needs[5 + i] else None for i in range(S)]
         g_p = []
