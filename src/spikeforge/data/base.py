@@ -181,10 +181,12 @@ class EventDataset(FileDataset):
         return [s[1] for s in self.samples]
 
     def index(self) -> list[tuple[Path, int, object]]:
-        raise NotImplementedError
+        """List the recordings: (path, label, extra). Each event dataset defines it."""
+        raise TypeError(f"{type(self).__name__} must define index()")
 
     def read(self, i: int) -> np.ndarray:
-        raise NotImplementedError
+        """Decode recording ``i`` to events. Each event dataset defines it."""
+        raise TypeError(f"{type(self).__name__} must define read()")
 
     def sample_id(self, i: int) -> str:
         from .cache import file_id

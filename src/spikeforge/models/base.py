@@ -63,4 +63,4 @@ class SpikingModel(nn.Module):
         return self.forward_seq(self.to_sequence(x))
 
     def forward_seq(self, x_seq: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define forward_seq(x_seq)")

@@ -30,7 +30,7 @@ class BaseNeuron(nn.Module):
         self.check_inputs = check_bool("check_inputs", check_inputs)
 
     def _seq(self, x_seq, state, return_v):  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define _seq(x_seq, state, return_v)")
 
     def forward(self, x_seq: torch.Tensor, state=None, *, return_state: bool | None = None,
                 return_v: bool = False):
