@@ -9,6 +9,7 @@ Compilation is excluded (warm-up runs); SpikingJelly uses its torch backend (its
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -83,33 +84,50 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     x = (torch.rand(T, B, C, H, W) * 1.5).requires_grad_()
     grad = torch.randn(T, B, C, H, W)
+    load_before = os.getloadavg()
     rows = []
     for name in ("GLIF", "ALIF", "STL", "sigma-delta", "LIFB", "multi-level", "PLIF"):
-        backend_fused = "cpu"
-        t_fused = median_time(_fwd_bwd(build(name, backend_fused), x, grad), repeat=args.repeat, warmup=2)
+        t_fused = median_time(_fwd_bwd(build(name, "cpu"), x, grad), repeat=args.repeat, warmup=2)
         t_ref = median_time(_fwd_bwd(build(name, "reference"), x, grad), repeat=max(3, args.repeat // 2), warmup=1)
         sj = spikingjelly(name)
         t_sj = median_time(_sj_fwd_bwd(sj, x, grad), repeat=max(3, args.repeat // 2), warmup=1) if sj else None
-        rows.append((name, t_fused, t_ref, t_sj))
+        # one thread (torch and numba): far less sensitive to the other jobs on the machine
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        t1_fused = median_time(_fwd_bwd(build(name, "cpu"), x, grad), repeat=args.repeat, warmup=1)
+        t1_ref = median_time(_fwd_bwd(build(name, "reference"), x, grad), repeat=max(3, args.repeat // 2), warmup=1)
+        torch.set_num_threads(threads)
+        rows.append((name, t_fused, t_ref, t_sj, t1_fused, t1_ref))
         print(f"{name:<12} fused {t_fused * 1e3:8.1f} ms  reference {t_ref * 1e3:8.1f} ms  "
-              f"x{t_ref / t_fused:5.1f}" + (f"  spikingjelly {t_sj * 1e3:8.1f} ms" if t_sj else ""), flush=True)
+              f"x{t_ref / t_fused:5.1f}  | 1 thread: fused {t1_fused * 1e3:6.1f} ms reference {t1_ref * 1e3:6.1f} ms "
+              f"x{t1_ref / t1_fused:5.1f}" + (f"  spikingjelly {t_sj * 1e3:8.1f} ms" if t_sj else ""), flush=True)
+    load_after = os.getloadavg()
     lines = [
         "## Neuron zoo: fused CPU kernels vs reference loops (forward + backward)",
         "",
         "`python benchmarks/neuron_zoo.py` · " + machine_line(),
         "",
+        f"Load average (1 min) {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end, on 2 cores "
+        "shared with other jobs: wall times are noisy and the reference loop (many small multi-threaded torch ops) "
+        "suffers more from contention than the fused kernels.",
+        "",
         f"Input `[T={T}, B={B}, C={C}, {H}, {W}]` float32 (N = 4096 per sample), `out.backward(g)` with random g; "
         "median wall time, compile excluded. Fused = `backend='cpu'` (the generic numba driver of "
-        "`spikeforge.kernels.fused`; STL and PLIF run the LIF kernel of `kernels/cpu.py`), reference = the plain "
+        "`spikeforge.kernels.fused`: vectorised row loops, the backward replays the forward per block; STL and "
+        "PLIF run the LIF kernel of `kernels/cpu.py`), reference = the plain "
         "torch loop (`backend='reference'`). SpikingJelly 2.0 (`--no-deps`), torch backend: `GatedLIFNode` for "
-        "GLIF, `ParametricLIFNode` for PLIF. The machine is shared (2 cores), so expect noise.",
+        "GLIF, `ParametricLIFNode` for PLIF. The machine is shared (2 cores), so expect noise; "
+        f"the first columns use torch's default {torch.get_num_threads()} threads, the 1-thread columns "
+        "`torch.set_num_threads(1)` (the fused kernels follow torch's thread count).",
         "",
-        "| neuron | fused (ms) | reference (ms) | fused speed-up | SpikingJelly 2.0 (ms) | fused vs SpikingJelly |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| neuron | fused (ms) | reference (ms) | fused speed-up | fused, 1 thread (ms) | reference, 1 thread (ms) "
+        f"| speed-up, 1 thread | SpikingJelly 2.0 (ms) | fused vs SpikingJelly |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, tf, tr, ts in rows:
+    for name, tf, tr, ts, tf1, tr1 in rows:
         sj_cols = f"{ts * 1e3:.0f} | {ts / tf:.1f}x" if ts else "— | —"
-        lines.append(f"| {name} | {tf * 1e3:.0f} | {tr * 1e3:.0f} | {tr / tf:.1f}x | {sj_cols} |")
+        lines.append(f"| {name} | {tf * 1e3:.0f} | {tr * 1e3:.0f} | {tr / tf:.1f}x | {tf1 * 1e3:.1f} | {tr1 * 1e3:.1f} "
+                     f"| {tr1 / tf1:.1f}x | {sj_cols} |")
     body = "\n".join(lines)
     print(body)
     if not args.no_write:

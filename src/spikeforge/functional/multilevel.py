@@ -45,7 +45,7 @@ def multilevel_update_vjp(gn, gv1, x, v, k, vth, cap, alpha):
 
 
 MULTILEVEL_CELL = Cell("multilevel", multilevel_update, multilevel_update_vjp, states=("v",),
-                       params=("k", "v_threshold", "cap"), no_grad_params=("cap",))
+                       params=("k", "v_threshold", "cap"), no_grad_params=("cap",), const_params=("cap",))
 
 
 def multilevel(x_seq, state=None, *, cap=4, tau=None, v_threshold=1.0, surrogate="atan", backend="auto",

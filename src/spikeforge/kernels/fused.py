@@ -20,13 +20,18 @@ Executions:
 
 - ``reference``: a plain torch loop over ``x_seq.unbind(0)`` calling ``step`` bound to torch; autograd gives
   the gradient (the definition of truth).
-- ``cpu``: a numba driver generated for the cell's arity: parallel over blocks of neurons (``prange``),
-  sequential in time, contiguous inner loop over the block (LLVM vectorises it).  The forward saves only
-  the states entering each step (``S`` x 4 B/element in float32); the backward runs ``vjp`` in reverse time.
+- ``cpu``: a numba driver generated for the cell's arity: parallel over blocks of ``BLOCK`` neurons
+  (``prange``), sequential in time.  Each time step of a block is one row loop in its own function whose
+  block-local values (states, parameters, gradients) sit in one flat buffer at compile-time offsets, so LLVM
+  vectorises it (few runtime alias checks; a plain loop over many arrays stays scalar).  The forward saves only
+  ``x`` (the input itself) and the initial states and parameter rows (``[S + P, N]``); the backward replays the
+  forward of each block into a ``T x S x BLOCK`` history that stays in cache, then runs ``vjp`` in reverse time.
+  Kernels use numpy's error model (a division by zero gives inf/nan, as in torch, instead of raising).
 
 Parameters are floats or tensors broadcastable to ``x_seq.shape[1:]`` (per neuron, per channel or shared);
-their per-neuron gradients are reduced back with ``sum_to_size``.  Each (cell, dtype) compiles once per
-process on first use; the backward also once per surrogate.
+their per-neuron gradients are reduced back with ``sum_to_size``.  Parameters listed in ``Cell.const_params``
+(e.g. a spike cap) are compiled in as constants, one kernel per value.  Each (cell, dtype) compiles once
+(cached on disk, see :func:`_build`); the backward also once per surrogate.
 
 Example:
     >>> import torch
@@ -57,10 +62,10 @@ import numpy as np
 import torch
 
 from ..surrogate import Surrogate, SpikeFn, bind, get_surrogate
-from .cpu import _sync_threads
+from .cpu import _POOL, _sync_threads
 from .dispatch import check_backend_name, resolve_backend
 
-BLOCK = 256  # neurons per parallel block (a compile-time constant of the generated kernels)
+BLOCK = 1024  # neurons per parallel block (a compile-time constant of the generated kernels)
 _lock = threading.Lock()
 _FWD: dict = {}
 _BWD: dict = {}
@@ -76,10 +81,15 @@ class Cell:
     states: tuple
     params: tuple
     no_grad_params: tuple = ()  # parameters that are flags/configuration: never get a gradient
+    # no-gradient parameters baked into the fused kernels as compile-time constants (one kernel per value): a
+    # loop bound such as a spike cap becomes a constant trip count, so the loop unrolls and the row vectorises
+    const_params: tuple = ()
 
     def __post_init__(self):
         if len(self.states) < 1:
             raise ValueError(f"cell {self.name!r}: needs at least one state")
+        if not set(self.const_params) <= set(self.no_grad_params):
+            raise ValueError(f"cell {self.name!r}: const_params {self.const_params} must be no_grad_params")
 
     @property
     def n_states(self) -> int:
@@ -204,15 +214,16 @@ def mspike(u, vth, cap):
 
 @nb.njit(inline="always")
 def dmspike(u, vth, cap, alpha):
-    # (sum_k g'(u - k vth), sum_k k g'(u - k vth)) over the levels k = 1..cap
+    # (sum_k g'(u - k vth), sum_k k g'(u - k vth)) over the levels k = 1..cap; a counted loop, so a constant
+    # cap (Cell.const_params) unrolls it and the row loop around it vectorises
     du = ZERO
     dk = ZERO
-    kf = ONE
-    while kf <= cap:
+    kf = ZERO
+    for _ in range(int(cap)):
+        kf += ONE
         d = dspike(u - vth * kf, alpha)
         du += d
         dk += kf * d
-        kf += ONE
     return du, dk
 """
 
@@ -248,8 +259,9 @@ def _cache_dir():
     return d
 
 
-def _build(cell: Cell, np_dtype, direction: str, grad_src=None):
-    """Compile the ``direction`` ("fwd"/"bwd") driver of ``cell`` for ``np_dtype``.
+def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=()):
+    """Compile the ``direction`` ("fwd"/"bwd") driver of ``cell`` for ``np_dtype`` (and the values ``consts`` of
+    ``cell.const_params``).
 
     The whole kernel (helpers, the cell's function, the surrogate derivative, the driver) is generated as one
     module source.  When the sources are available it is written to ``$SPIKEFORGE_CACHE_DIR/fused`` (default
@@ -267,8 +279,10 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None):
     fname = f"fused_{direction}"
     # the forward needs the step; the backward replays the step and runs the vjp
     fns = {"STEP": cell.step} if direction == "fwd" else {"STEP": cell.step, "VJP": cell.vjp}
-    driver = (_gen_forward_src if direction == "fwd" else _gen_backward_src)(cell.n_states, cell.n_params)
-    prelude = _PRELUDE.format(dtype=np_dtype.name)
+    cidx = {cell.params.index(n): f"CONST{i}" for i, n in enumerate(cell.const_params)}
+    driver = (_gen_forward_src if direction == "fwd" else _gen_backward_src)(cell.n_states, cell.n_params, cidx)
+    prelude = _PRELUDE.format(dtype=np_dtype.name) + "".join(
+        f"CONST{i} = np.{np_dtype.name}({float(v)!r})\n" for i, v in enumerate(consts))
     rows = re.findall(r"^def (row_\w+)\(", driver, flags=re.M)  # the per-row loops the driver calls
     srcs = {slot: _renamed_source(f, f"_{slot.lower()}_fn") for slot, f in fns.items()}
     sg_src = _renamed_source(grad_src, "_sg_derivative") if grad_src is not None else ""
@@ -306,21 +320,35 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None):
     return nb.njit(parallel=True, nogil=True, error_model="numpy")(g[fname])
 
 
-def _gen_forward_src(S: int, P: int) -> str:
+def _param_slots(P: int, consts: dict, first_row: int):
+    """Per parameter: its expression inside the row loop (a ``loc`` row or a constant) and, for array
+    parameters, its ``loc`` offset; returns (exprs, {param index: offset})."""
+    exprs, offs, r = [], {}, first_row
+    for i in range(P):
+        if i in consts:
+            exprs.append(consts[i])
+        else:
+            offs[i] = r * BLOCK
+            exprs.append(f"loc[{r * BLOCK} + j]")
+            r += 1
+    return exprs, offs
+
+
+def _gen_forward_src(S: int, P: int, consts: dict) -> str:
     # A block's states, parameters and NaN accumulator live in one flat local buffer ``loc`` at offsets that are
     # multiples of BLOCK (compile-time constants): LLVM sees a single pointer with constant distances, so the
     # per-row loop needs at most 3 runtime alias checks and vectorises.  ``row_fwd`` is its own function, so no
     # loop value lives past the loop.
     o_s = [i * BLOCK for i in range(S)]
-    o_p = [(S + i) * BLOCK for i in range(P)]
-    o_acc = (S + P) * BLOCK
+    p_expr, o_p = _param_slots(P, consts, S)
+    o_acc = (S + len(o_p)) * BLOCK
     L = []
     a = L.append
     a("def row_fwd(xr, orow, loc):")
     a("    for j in range(xr.shape[0]):")
     a("        xj = xr[j]")
     a(f"        o, {', '.join(f'n{i}' for i in range(S))} = STEP(xj, "
-      f"{', '.join(f'loc[{k} + j]' for k in o_s + o_p)})")
+      f"{', '.join([f'loc[{k} + j]' for k in o_s] + p_expr)})")
     a("        orow[j] = o")
     for i in range(S):
         a(f"        loc[{o_s[i]} + j] = n{i}")
@@ -334,11 +362,11 @@ def _gen_forward_src(S: int, P: int) -> str:
     a(f"        n0 = b * {BLOCK}")
     a(f"        n1 = min(n0 + {BLOCK}, N)")
     a("        m = n1 - n0")
-    a(f"        loc = np.zeros({(S + P + 1) * BLOCK}, dtype=x.dtype)")
+    a(f"        loc = np.zeros({o_acc + BLOCK}, dtype=x.dtype)")
     for i in range(S):
         a(f"        loc[{o_s[i]}:{o_s[i]} + m] = st0[{i}, n0:n1]")
-    for i in range(P):
-        a(f"        loc[{o_p[i]}:{o_p[i]} + m] = prm[{i}, n0:n1]")
+    for r, k in enumerate(o_p.values()):
+        a(f"        loc[{k}:{k} + m] = prm[{r}, n0:n1]")
     a("        for t in range(T):")
     a("            row_fwd(x[t, n0:n1], out[t, n0:n1], loc)")
     a("            if rec:")
@@ -351,15 +379,16 @@ def _gen_forward_src(S: int, P: int) -> str:
     return "\n".join(L) + "\n"
 
 
-def _gen_backward_src(S: int, P: int) -> str:
+def _gen_backward_src(S: int, P: int, consts: dict) -> str:
     # Per block: replay the forward from the initial state (the states entering every step land in a block-local
     # history of T x S x BLOCK values that stays in cache), then run the vjp in reverse time.  Nothing [T, N]-sized
     # is saved by the forward.  ``loc`` holds states, parameters, state gradients and parameter gradients.
     o_s = [i * BLOCK for i in range(S)]
-    o_p = [(S + i) * BLOCK for i in range(P)]
-    o_g = [(S + P + i) * BLOCK for i in range(S)]
-    o_gp = [(2 * S + P + i) * BLOCK for i in range(P)]
-    K = 2 * (S + P)
+    p_expr, o_p = _param_slots(P, consts, S)
+    Pa = len(o_p)
+    o_g = [(S + Pa + i) * BLOCK for i in range(S)]
+    o_gp = {i: (2 * S + Pa + r) * BLOCK for r, i in enumerate(o_p)}
+    K = 2 * (S + Pa)
     L = []
     a = L.append
     a("def row_replay(xr, hr, loc):")
@@ -368,7 +397,7 @@ def _gen_backward_src(S: int, P: int) -> str:
         a(f"        a{i} = loc[{o_s[i]} + j]")
         a(f"        hr[{o_s[i]} + j] = a{i}")
     a(f"        o, {', '.join(f'n{i}' for i in range(S))} = STEP(xr[j], "
-      f"{', '.join([f'a{i}' for i in range(S)] + [f'loc[{k} + j]' for k in o_p])})")
+      f"{', '.join([f'a{i}' for i in range(S)] + p_expr)})")
     for i in range(S):
         a(f"        loc[{o_s[i]} + j] = n{i}")
     a("")
@@ -376,14 +405,14 @@ def _gen_backward_src(S: int, P: int) -> str:
     a("def row_bwd(gor, xr, gxr, hr, loc, alpha):")
     a("    for j in range(xr.shape[0]):")
     args = ["gor[j]"] + [f"loc[{k} + j]" for k in o_g] + ["xr[j]"] + [f"hr[{k} + j]" for k in o_s] + \
-        [f"loc[{k} + j]" for k in o_p] + ["alpha"]
-    outs = ["dx"] + [f"ds{i}" for i in range(S)] + [f"dp{i}" for i in range(P)]
+        p_expr + ["alpha"]
+    outs = ["dx"] + [f"ds{i}" for i in range(S)] + [f"dp{i}" if i in o_p else "_" for i in range(P)]
     a(f"        {', '.join(outs)} = VJP({', '.join(args)})")
     a("        gxr[j] = dx")
     for i in range(S):
         a(f"        loc[{o_g[i]} + j] = ds{i}")
-    for i in range(P):
-        a(f"        loc[{o_gp[i]} + j] += dp{i}")
+    for i, k in o_gp.items():
+        a(f"        loc[{k} + j] += dp{i}")
     a("")
     a("")
     a("def fused_bwd(gout, gst_last, gvseq, x, st0, prm, alpha, gx, gst0, gprm):")
@@ -399,8 +428,8 @@ def _gen_backward_src(S: int, P: int) -> str:
     a("        hist = np.empty(T * H, dtype=x.dtype)")
     for i in range(S):
         a(f"        loc[{o_s[i]}:{o_s[i]} + m] = st0[{i}, n0:n1]")
-    for i in range(P):
-        a(f"        loc[{o_p[i]}:{o_p[i]} + m] = prm[{i}, n0:n1]")
+    for r, k in enumerate(o_p.values()):
+        a(f"        loc[{k}:{k} + m] = prm[{r}, n0:n1]")
     a("        for t in range(T):")
     a("            row_replay(x[t, n0:n1], hist[t * H:(t + 1) * H], loc)")
     for i in range(S):
@@ -411,26 +440,26 @@ def _gen_backward_src(S: int, P: int) -> str:
     a("            row_bwd(gout[t, n0:n1], x[t, n0:n1], gx[t, n0:n1], hist[t * H:(t + 1) * H], loc, alpha)")
     for i in range(S):
         a(f"        gst0[{i}, n0:n1] = loc[{o_g[i]}:{o_g[i]} + m]")
-    for i in range(P):
-        a(f"        gprm[{i}, n0:n1] = loc[{o_gp[i]}:{o_gp[i]} + m]")
+    for r, k in enumerate(o_gp.values()):
+        a(f"        gprm[{r}, n0:n1] = loc[{k}:{k} + m]")
     return "\n".join(L) + "\n"
 
 
-def _forward_kernel(cell: Cell, np_dtype):
-    key = (cell, np_dtype.str)
+def _forward_kernel(cell: Cell, np_dtype, consts=()):
+    key = (cell, np_dtype.str, consts)
     with _lock:
         fn = _FWD.get(key)
         if fn is None:
-            fn = _FWD[key] = _build(cell, np_dtype, "fwd")
+            fn = _FWD[key] = _build(cell, np_dtype, "fwd", None, consts)
     return fn
 
 
-def _backward_kernel(cell: Cell, np_dtype, surrogate: Surrogate):
-    key = (cell, np_dtype.str, surrogate.grad_source)
+def _backward_kernel(cell: Cell, np_dtype, surrogate: Surrogate, consts=()):
+    key = (cell, np_dtype.str, surrogate.grad_source, consts)
     with _lock:
         fn = _BWD.get(key)
         if fn is None:
-            fn = _BWD[key] = _build(cell, np_dtype, "bwd", surrogate.grad_source)
+            fn = _BWD[key] = _build(cell, np_dtype, "bwd", surrogate.grad_source, consts)
     return fn
 
 
@@ -453,28 +482,30 @@ class FusedCellFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cell, surrogate, record, check, x_seq, *args):
-        S, P = cell.n_states, cell.n_params
+        S = cell.n_states
         states, params = args[:S], args[S:]
         T = x_seq.shape[0]
         shape = x_seq.shape[1:]
         N = int(np.prod(shape)) if len(shape) else 1
         x2 = x_seq.detach().reshape(T, N).contiguous()
-        st0 = torch.stack([s.detach().to(x2.dtype).reshape(N) for s in states]) if S else x2.new_empty(0, N)
-        prm = torch.stack([_param_row(p, x2, shape, N) for p in params]) if P else x2.new_empty(0, N)
-        prm = prm.contiguous()
-        out = torch.empty_like(x2)
-        vseq = torch.empty_like(x2) if record else x2.new_empty(0, 0)
+        consts, arr = _split_params(cell, params)
+        st0 = torch.stack([s.detach().to(x2.dtype).reshape(N) for s in states])
+        prm = torch.stack([_param_row(params[i], x2, shape, N) for i in arr]) if arr else x2.new_empty(0, N)
+        # [T, N] outputs come from the CPU kernels' buffer pool (a fresh 16 MB buffer costs as much in page faults
+        # as the whole kernel)
+        out = _POOL.empty(x2.shape, x2.dtype)
+        vseq = _POOL.empty(x2.shape, x2.dtype) if record else x2.new_empty(0, 0)
         st_last = torch.empty_like(st0)
         bad = np.zeros((N + BLOCK - 1) // BLOCK, dtype=np.uint8)
         _sync_threads(T * N)
-        _forward_kernel(cell, _np(x2).dtype)(_np(x2), _np(st0), _np(prm), record, _np(out), _np(vseq), _np(st_last),
-                                             bad)
+        _forward_kernel(cell, _np(x2).dtype, consts)(_np(x2), _np(st0), _np(prm), record, _np(out), _np(vseq),
+                                                     _np(st_last), bad)
         if check and bad.any():
             raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
-        # saved for backward: x (the input itself, no copy when contiguous), the initial states and the
-        # parameter rows ([S + P, N]); the backward replays the forward block by block
+        # saved for backward: x (the input itself, no copy when contiguous), the initial states and the parameter
+        # rows ([S + P, N]): the backward replays the forward block by block instead of saving [T, N] states
         ctx.save_for_backward(x2, st0, prm)
-        ctx.cfg = (cell, surrogate, record, T, N, shape)
+        ctx.cfg = (cell, surrogate, record, T, N, shape, consts, arr)
         ctx.p_shapes = [p.shape if torch.is_tensor(p) else None for p in params]
         ctx.s_shapes = [s.shape for s in states]
         res = [out.reshape(x_seq.shape), vseq.reshape(x_seq.shape) if record else x2.new_empty(0)]
@@ -484,32 +515,44 @@ class FusedCellFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_out, g_vseq, *g_states):
         x2, st0, prm = ctx.saved_tensors
-        cell, surrogate, record, T, N, shape = ctx.cfg
-        S, P = cell.n_states, cell.n_params
+        cell, surrogate, record, T, N, shape, consts, arr = ctx.cfg
+        S = cell.n_states
         dt = x2.dtype
         go = (g_out if g_out is not None else x2.new_zeros(T, N)).reshape(T, N).contiguous().to(dt)
         gv = g_vseq.reshape(T, N).contiguous().to(dt) if (record and g_vseq is not None) else x2.new_empty(0, 0)
-        gsl = torch.stack([(g if g is not None else x2.new_zeros(N)).reshape(N).to(dt) for g in g_states]) \
-            if S else x2.new_empty(0, N)
-        gsl = gsl.contiguous()
-        gx = torch.empty_like(x2)
+        gsl = torch.stack([(g if g is not None else x2.new_zeros(N)).reshape(N).to(dt) for g in g_states])
+        gx = _POOL.empty(x2.shape, dt)
         gst0 = torch.empty(S, N, dtype=dt)
-        gprm = torch.empty(P, N, dtype=dt)
+        gprm = torch.empty(len(arr), N, dtype=dt)
         alpha = np.array(surrogate.alpha, dtype=_np(x2).dtype)[()]
         _sync_threads(T * N)
-        _backward_kernel(cell, _np(x2).dtype, surrogate)(_np(go), _np(gsl), _np(gv), _np(x2), _np(st0), _np(prm),
-                                                          alpha, _np(gx), _np(gst0), _np(gprm))
+        _backward_kernel(cell, _np(x2).dtype, surrogate, consts)(_np(go), _np(gsl), _np(gv), _np(x2), _np(st0),
+                                                                  _np(prm), alpha, _np(gx), _np(gst0), _np(gprm))
         needs = ctx.needs_input_grad
         g_st = [gst0[i].reshape(shape).sum_to_size(ctx.s_shapes[i]) if needs[5 + i] else None for i in range(S)]
-        g_p = []
-        for i in range(P):
+        g_p = [None] * cell.n_params
+        for r, i in enumerate(arr):
             ps = ctx.p_shapes[i]
-            if ps is None or not needs[5 + S + i]:
-                g_p.append(None)
-            else:
-                g = gprm[i].reshape(shape)
-                g_p.append(g.sum_to_size(ps) if len(ps) else g.sum())
+            if ps is not None and needs[5 + S + i]:
+                g = gprm[r].reshape(shape)
+                g_p[i] = g.sum_to_size(ps) if len(ps) else g.sum()
         return (None, None, None, None, gx.reshape((T, *shape)), *g_st, *g_p)
+
+
+def _split_params(cell: Cell, params):
+    """``(values of cell.const_params, indices of the parameters passed as per-neuron rows)``."""
+    consts, arr = [], []
+    for i, (name, p) in enumerate(zip(cell.params, params)):
+        if name not in cell.const_params:
+            arr.append(i)
+            continue
+        if torch.is_tensor(p):
+            if p.numel() != 1:
+                raise ValueError(f"{name}: the fused kernel of {cell.name!r} needs one value for the whole layer "
+                                 f"(it is compiled in), got a tensor of shape {tuple(p.shape)}")
+            p = p.item()
+        consts.append(float(p))
+    return tuple(consts), arr
 
 
 def reference_seq(cell: Cell, x_seq, states, params, surrogate: Surrogate, record: bool = False):
