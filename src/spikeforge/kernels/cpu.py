@@ -40,6 +40,9 @@ import numpy as np
 import torch
 
 from ..surrogate import Surrogate, bind
+from ._layout import is_const as _is_const
+from ._layout import param_vec as _param_vec
+from ._layout import state_vec as _state_vec
 
 L2_BYTES = 256 * 1024  # per-block working set target of the backward (T x block values)
 _lock = threading.Lock()
@@ -391,22 +394,6 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
-def _param_vec(p, like: torch.Tensor, N: int, shape) -> torch.Tensor:
-    """A parameter as a flat vector of length 1 (shared) or N (per neuron, broadcast over [B, ...])."""
-    if not torch.is_tensor(p):
-        return torch.full((1,), float(p), dtype=like.dtype)
-    p = p.detach().to(like.dtype)
-    if p.numel() == 1:
-        return p.reshape(1).contiguous()
-    return p.expand(shape).reshape(N).contiguous()
-
-
-def _state_vec(v0: torch.Tensor, N: int) -> torch.Tensor:
-    """The initial state as a vector of length N, or of length 1 when it is one value broadcast (stride 0)."""
-    v0 = v0.detach()
-    if N > 1 and v0.numel() == N and all(st == 0 for st in v0.stride()):
-        return v0[(0,) * v0.dim()].reshape(1).contiguous()
-    return v0.reshape(N).contiguous()
 
 
 def _saveable(p):
@@ -419,10 +406,6 @@ def _grad_arg(g, T, N, like, *, seq: bool) -> np.ndarray:
         return np.empty((0, 0) if seq else (0,), dtype=_np(like).dtype)
     return _np(g.reshape((T, N) if seq else (N,)).contiguous())
 
-
-def _is_const(g: torch.Tensor) -> bool:
-    """True for a gradient that is one value broadcast everywhere (stride 0), e.g. from ``s.sum()``."""
-    return g.numel() > 1 and all(st == 0 for st in g.stride())
 
 
 class LIFFamilyCpuFn(torch.autograd.Function):

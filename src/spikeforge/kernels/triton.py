@@ -33,6 +33,9 @@ import threading
 import torch
 
 from ..surrogate import Surrogate, bind
+from ._layout import is_const as _is_const
+from ._layout import param_vec as _param_vec
+from ._layout import state_vec as _state_vec
 
 BLOCK = 256
 _lock = threading.Lock()
@@ -257,25 +260,7 @@ def _kernels():
         return _KERNELS[key]
 
 
-def _param_vec(p, like: torch.Tensor, N: int, shape) -> torch.Tensor:
-    """A parameter as a flat vector of length 1 (shared) or N (per neuron, broadcast over [B, ...])."""
-    if not torch.is_tensor(p):
-        return torch.full((1,), float(p), dtype=like.dtype, device=like.device)
-    p = p.detach().to(device=like.device, dtype=like.dtype)
-    if p.numel() == 1:
-        return p.reshape(1).contiguous()
-    return p.expand(shape).reshape(N).contiguous()
 
-
-def _state_vec(v0: torch.Tensor, N: int) -> torch.Tensor:
-    v0 = v0.detach()
-    if N > 1 and v0.numel() == N and all(st == 0 for st in v0.stride()):
-        return v0[(0,) * v0.dim()].reshape(1).contiguous()
-    return v0.reshape(N).contiguous()
-
-
-def _is_const(g: torch.Tensor) -> bool:
-    return g.numel() > 1 and all(st == 0 for st in g.stride())
 
 
 def _compile_opts() -> dict:
