@@ -212,3 +212,16 @@ class EventDataset(FileDataset):
         if self.transform is not None:
             out = self.transform(out)
         return out, label
+
+
+class FractionSplitEventDataset(EventDataset):
+    """An event set with no official split: ``train``/``test`` take the first ``train_fraction`` of each class
+    (in a fixed order, as SpikingJelly does), ``all`` takes everything."""
+
+    def __init__(self, split: str, data_dir=None, transform=None, download: bool = False, cache_dir=None,
+                 sort: bool = False, train_fraction: float = 0.9):
+        if not 0.0 < train_fraction < 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+        self.train_fraction = float(train_fraction)
+        super().__init__(split, data_dir=data_dir, transform=transform, download=download, cache_dir=cache_dir,
+                         sort=sort)

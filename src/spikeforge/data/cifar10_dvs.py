@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from .base import EventDataset, _exists
+from .base import FractionSplitEventDataset, _exists
 from .events import read_events
 from .registry import DatasetInfo, Resource, register_dataset
 
@@ -30,7 +30,7 @@ FIGSHARE = {
 PER_CLASS = 1000
 
 
-class CIFAR10DVS(EventDataset):
+class CIFAR10DVS(FractionSplitEventDataset):
     """CIFAR10-DVS: 128x128 sensor, 10 classes, 1000 recordings per class."""
 
     info = DatasetInfo(
@@ -43,14 +43,6 @@ class CIFAR10DVS(EventDataset):
         resources=tuple(Resource(f"{c}.zip", (f"https://ndownloader.figshare.com/files/{fid}",), md5=md5, extract=True)
                         for c, (fid, md5) in FIGSHARE.items()),
     )
-
-    def __init__(self, split: str, data_dir=None, transform=None, download: bool = False, cache_dir=None,
-                 sort: bool = False, train_fraction: float = 0.9):
-        if not 0.0 < train_fraction < 1.0:
-            raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
-        self.train_fraction = float(train_fraction)
-        super().__init__(split, data_dir=data_dir, transform=transform, download=download, cache_dir=cache_dir,
-                         sort=sort)
 
     @classmethod
     def has_split(cls, folder, split) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import EventDataset
+from .base import FractionSplitEventDataset
 from .events.orchard import read_orchard_bin
 from .registry import DatasetInfo, Resource, register_dataset
 
@@ -31,7 +31,7 @@ CLASSES = (
 )
 
 
-class NCaltech101(EventDataset):
+class NCaltech101(FractionSplitEventDataset):
     """N-Caltech101: 240x180 sensor, 101 classes, 8709 recordings of ~300 ms."""
 
     info = DatasetInfo(
@@ -44,14 +44,6 @@ class NCaltech101(EventDataset):
                                                "36b5c52a-b49d-4853-addb-a836a8883e49/file_downloaded",),
                             md5="66201824eabb0239c7ab992480b50ba3", extract=True),),
     )
-
-    def __init__(self, split: str, data_dir=None, transform=None, download: bool = False, cache_dir=None,
-                 sort: bool = False, train_fraction: float = 0.9):
-        if not 0.0 < train_fraction < 1.0:
-            raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
-        self.train_fraction = float(train_fraction)
-        super().__init__(split, data_dir=data_dir, transform=transform, download=download, cache_dir=cache_dir,
-                         sort=sort)
 
     @classmethod
     def expected_files(cls, split):

@@ -103,6 +103,15 @@ def surrogate_fn(surrogate: Surrogate):
 # helpers) are bound with surrogate.bind, so this module imports without triton and the interpreter/compiler
 # choice (made by triton.jit at decoration) follows TRITON_INTERPRET at first use.
 # fmt: off
+def _charge(v, x, kk, vr, DECAY: tl.constexpr):
+    # h_t: the same operation order as kernels/reference.py, so spikes are bit-identical
+    if DECAY:
+        h = v + (x - (v - vr)) * kk
+    else:
+        h = v - (v - vr) * kk + x
+    return h
+
+
 def _vec_or_scalar(ptr, offs, mask, zero, VEC: tl.constexpr):
     if VEC:
         out = tl.load(ptr + offs, mask=mask, other=0.0)
@@ -126,10 +135,7 @@ def lif_fwd(x_ptr, v0_ptr, k_ptr, th_ptr, vr_ptr, s_ptr, vseq_ptr, vlast_ptr, ba
     for t in range(T):
         row = tl.cast(t, tl.int64) * N
         x = tl.load(x_ptr + row + offs, mask=mask, other=0.0)
-        if DECAY:
-            h = v + (x - (v - vr)) * kk
-        else:
-            h = v - (v - vr) * kk + x
+        h = _charge(v, x, kk, vr, DECAY)
         fired = h >= th
         tl.store(s_ptr + row + offs, tl.where(fired, 1.0, 0.0).to(x.dtype), mask=mask)
         if HARD:
@@ -198,10 +204,7 @@ def lif_bwd(x_ptr, gs_ptr, gvseq_ptr, gvlast_ptr, v0_ptr, k_ptr, th_ptr, sc_ptr,
     for t in range(T):
         row = tl.cast(t, tl.int64) * N
         x = tl.load(x_ptr + row + offs, mask=mask, other=0.0)
-        if DECAY:
-            h = v + (x - (v - vr)) * kk
-        else:
-            h = v - (v - vr) * kk + x
+        h = _charge(v, x, kk, vr, DECAY)
         tl.store(gx_ptr + row + offs, h, mask=mask)
         if HARD:
             v = tl.where(h >= th, vr + zero, h)
@@ -248,6 +251,7 @@ def _build():
 
     ns = {"tl": tl}
     ns["_vec_or_scalar"] = triton.jit(bind(_vec_or_scalar, ns))
+    ns["_charge"] = triton.jit(bind(_charge, ns))
     ns["_bwd_step"] = triton.jit(bind(_bwd_step, ns))
     return triton.jit(bind(lif_fwd, ns)), triton.jit(bind(lif_bwd, ns))
 

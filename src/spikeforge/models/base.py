@@ -17,6 +17,13 @@ def make_neuron(neuron: str = "lif", neuron_kwargs: dict | None = None, **overri
     return NEURONS.create(neuron, **kw)
 
 
+def check_frame_size(x_seq: torch.Tensor, input_size: int) -> None:
+    """Raise a ValueError naming the layout when ``x_seq``'s last two dims are not ``input_size`` square."""
+    if tuple(x_seq.shape[-2:]) != (input_size, input_size):
+        raise ValueError(f"x: expected frames of {input_size}x{input_size} (input_size) in [T, B, C, H, W], "
+                         f"got {tuple(x_seq.shape[-2:])}")
+
+
 class SpikingModel(nn.Module):
     """Base of registered models.
 

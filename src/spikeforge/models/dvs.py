@@ -28,7 +28,7 @@ from torch import nn
 from ..layers import TimeFold
 from ..layers.pooling import VotingPool
 from ._common import NeuronFactory, NormFactory, SeqDropout, check_choice, check_width, conv3x3
-from .base import SpikingModel
+from .base import SpikingModel, check_frame_size
 from .registry import MODELS
 
 
@@ -60,9 +60,7 @@ class DVSNet(SpikingModel):
         self.input_size = input_size
 
     def forward_seq(self, x_seq: torch.Tensor) -> torch.Tensor:
-        if tuple(x_seq.shape[-2:]) != (self.input_size, self.input_size):
-            raise ValueError(f"x: expected frames of {self.input_size}x{self.input_size} (input_size) in "
-                             f"[T, B, C, H, W], got {tuple(x_seq.shape[-2:])}")
+        check_frame_size(x_seq, self.input_size)
         return self.head(self.features(x_seq).flatten(2))
 
 
