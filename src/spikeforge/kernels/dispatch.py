@@ -52,9 +52,18 @@ def lif_family(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate
     if name == "cpu":
         if not _has("numba"):
             raise ValueError("backend='cpu' needs numba, which is not installed (pip install numba)")
+        from ._layout import permute_seq, permute_step, step_perm
         from .cpu import lif_cpu
 
-        return lif_cpu(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v, check)
+        order = step_perm(x_seq)
+        if order is None:
+            return lif_cpu(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v, check)
+        # a dense non-C layout (channels-last): run in memory order, hand back the same layout
+        s, v_last, v_seq = lif_cpu(permute_seq(x_seq, order), permute_step(v0, order), permute_step(k, order),
+                                   permute_step(v_th, order), v_reset, decay_input, detach_reset, surrogate,
+                                   return_v, check)
+        return (permute_seq(s, order, inverse=True), permute_step(v_last, order, inverse=True),
+                None if v_seq is None else permute_seq(v_seq, order, inverse=True))
     # triton
     if not _has("triton"):
         raise ValueError("backend='triton' needs triton, which is not installed (pip install 'spikeforge[triton]')")

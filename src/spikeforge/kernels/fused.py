@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from ..surrogate import Surrogate, SpikeFn, bind, get_surrogate
+from ._layout import permute_seq, permute_step, step_perm
 from .cpu import _POOL, _sync_threads
 from .dispatch import check_backend_name, resolve_backend
 
@@ -606,8 +607,16 @@ def run_cell(cell: Cell, x_seq: torch.Tensor, states=None, params=(), surrogate=
         raise ValueError(f"backend='cpu': x_seq is on {x_seq.device}; the cpu backend needs CPU tensors")
     # flags/config parameters never need a gradient
     params = tuple(p.detach() if n in cell.no_grad_params else p for n, p in zip(cell.params, params))
+    order = step_perm(x_seq)
+    if order is not None:  # a dense non-C layout (channels-last): run in memory order, return the same layout
+        x_seq = permute_seq(x_seq, order)
+        states = tuple(permute_step(s, order) for s in states)
+        params = tuple(permute_step(p, order) for p in params)
     res = FusedCellFn.apply(cell, sg, record, check, x_seq, *states, *params)
     out, vseq, final = res[0], res[1], tuple(res[2:])
+    if order is not None:
+        out, vseq = permute_seq(out, order, inverse=True), permute_seq(vseq, order, inverse=True) if record else vseq
+        final = tuple(permute_step(s, order, inverse=True) for s in final)
     return out, final, (vseq if record else None)
 
 
