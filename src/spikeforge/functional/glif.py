@@ -48,14 +48,17 @@ class GLIFState(NamedTuple):
 
 
 # fmt: off
-def glif_update(I, u, o, tau, vth, leak, vre, alpha, gamma):
-    decay = (ONE - alpha) + alpha * tau  # noqa: F821  (names bound by spikeforge.kernels.fused)
+def glif_update(x, u, o, tau, vth, leak, vre, alpha, gamma, beta, c):
+    I = x * (ONE - beta * (ONE - c))  # noqa: E741, F821  (names bound by spikeforge.kernels.fused)
+    decay = (ONE - alpha) + alpha * tau  # noqa: F821
     u1 = decay * u * (ONE - gamma * o) - (ONE - alpha) * leak + I - (ONE - gamma) * vre * o  # noqa: F821
     o1 = spike(u1 - vth)  # noqa: F821
     return o1, u1, o1
 
 
-def glif_update_vjp(go, gu1, go1, I, u, o, tau, vth, leak, vre, alpha, gamma, alpha_sg):
+def glif_update_vjp(go, gu1, go1, x, u, o, tau, vth, leak, vre, alpha, gamma, beta, c, alpha_sg):
+    f = ONE - beta * (ONE - c)  # noqa: F821
+    I = x * f  # noqa: E741
     decay = (ONE - alpha) + alpha * tau  # noqa: F821
     r = ONE - gamma * o  # noqa: F821
     u1 = decay * u * r - (ONE - alpha) * leak + I - (ONE - gamma) * vre * o  # noqa: F821
@@ -70,17 +73,16 @@ def glif_update_vjp(go, gu1, go1, I, u, o, tau, vth, leak, vre, alpha, gamma, al
     g_vre = -(du * (ONE - gamma) * o)  # noqa: F821
     g_alpha = du * ((tau - ONE) * u * r + leak)  # noqa: F821
     g_gamma = du * (vre * o - decay * u * o)
-    return du, g_u, g_o, g_tau, g_vth, g_leak, g_vre, g_alpha, g_gamma
+    gxb = du * x
+    return (du * f, g_u, g_o, g_tau, g_vth, g_leak, g_vre, g_alpha, g_gamma, -(gxb * (ONE - c)),  # noqa: F821
+            gxb * beta)
 # fmt: on
 
 
+# beta and the conductance broadcast to the whole input [T, B, ...] (the conductance changes every step)
 GLIF_CELL = Cell("glif", glif_update, glif_update_vjp, states=("u", "o"),
-                 params=("tau", "v_threshold", "leak", "v_reset", "alpha", "gamma"))
-
-
-def glif_current(x_seq, beta, conductance):
-    r"""Input current :math:`I_t = x_t (1 - \beta (1 - c_t))` (exactly :math:`x_t` when :math:`\beta = 0`)."""
-    return x_seq * (1.0 - beta * (1.0 - conductance))
+                 params=("tau", "v_threshold", "leak", "v_reset", "alpha", "gamma", "beta", "conductance"),
+                 seq_params=("beta", "conductance"))
 
 
 def _check_unit(name, value):
@@ -98,10 +100,8 @@ def glif(x_seq, state=None, *, tau=0.25, v_threshold=0.5, leak=0.0625, v_reset=0
     check_number("v_threshold", v_threshold, low=0.0, low_inclusive=False)
     check_number("leak", leak)
     check_number("v_reset", v_reset)
-    if torch.is_tensor(x_seq):
-        x_seq = glif_current(x_seq, beta, conductance)
-    return cell_seq(GLIF_CELL, x_seq, state, GLIFState, (tau, v_threshold, leak, v_reset, alpha, gamma),
-                    surrogate=surrogate, backend=backend, return_v=return_v, check_inputs=check_inputs)
+    return cell_seq(GLIF_CELL, x_seq, state, GLIFState, (tau, v_threshold, leak, v_reset, alpha, gamma, beta,
+                                                         conductance), surrogate=surrogate, backend=backend, return_v=return_v, check_inputs=check_inputs)
 
 
 def glif_step(x_t, state=None, **kw):

@@ -32,9 +32,18 @@ Example:
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import importlib.util
+import inspect
 import math
+import os
+import sys
+import textwrap
 import threading
+import types
 import weakref
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,11 +53,10 @@ from ._layout import is_const as _is_const
 from ._layout import param_vec as _param_vec
 from ._layout import state_vec as _state_vec
 
-L2_BYTES = 256 * 1024  # per-block working set target of the backward (T x block values)
+L2_BYTES = 512 * 1024  # per-block working set target of the backward (T x block values)
+FWD_BLOCK = 16384  # neurons per block of the forward: its working set is one row of v (long streams of x, s)
 _lock = threading.Lock()
-_FWD = None
-_BWD: dict = {}
-_ROWS: dict = {}
+_MODULES: dict = {}  # (dtype name,) or (dtype name, derivative function) -> generated module
 
 
 def _numba():
@@ -57,254 +65,399 @@ def _numba():
     return numba
 
 
-def _scalar_math():
+# --- kernel source --------------------------------------------------------------------------------------------
+# Two generated modules (see _module):
+# * per dtype, the parallel drivers lif_fwd / lif_bwd and the forward's and the replay's row loops, one per
+#   (hard/soft reset, decay_input) so no flag is tested per element.  The drivers take the row loops as
+#   function pointers: they compile once per dtype, whatever the flags or the surrogate.
+# * per (dtype, surrogate), the reverse row loop of the backward with the surrogate derivative inlined (one per
+#   hard/soft reset), and the derivative alone on a row (the generic path, surrogate_derivative()).
+# Every literal is typed like the data, so float32 kernels compute in float32.  Shared (scalar) k and threshold
+# without parameter gradients take these row loops; per-neuron parameters or parameter gradients (PLIF, a
+# learnable threshold, a per-channel tau) take one generic loop with the flags tested per element.
+_PRELUDE = '''\
+import math
+
+import numba as nb
+import numpy as np
+from numba import prange
+
+DT = np.{dtype}
+ONE = DT(1.0)
+ZERO = DT(0.0)
+PI = DT(math.pi)
+SQRT_PI = DT(math.sqrt(math.pi))
+exp = math.exp
+absf = abs
+CACHE = {cache}
+f = nb.from_dtype(DT)
+v1 = f[::1]
+v2 = f[:, ::1]
+JIT = dict(nogil=True, cache=CACHE, error_model="numpy")  # no fastmath: h_t must match the reference bit for bit
+
+
+@nb.njit(inline="always")
+def relu(x):
+    return x if x > ZERO else ZERO  # not 0 * x: that is NaN for x = -inf
+
+
+@nb.njit(inline="always")
+def step(x):
+    return ONE if x > ZERO else ZERO
+'''
+
+# h_t for decay_input True / False, v_t for hard / soft reset
+_H = {True: "h = vj + (xt - (vj - v_reset)) * {k}", False: "h = vj - (vj - v_reset) * {k} + xt"}
+_V = {True: "v_reset if h >= {th} else h", False: "h - {th} if h >= {th} else h"}
+_VARIANTS = [(True, True), (True, False), (False, True), (False, False)]  # (hard, decay_input)
+
+
+def _tag(hard, decay=None):
+    return ("hard" if hard else "soft") + ("" if decay is None else "_decay" if decay else "_nodecay")
+
+
+_FWD_ROW_SIG = "nb.types.intp(v1, v1, v1, f, f, f)"  # (x_t, s_t, v, k, th, v_reset) -> number of non-finite x
+_REPLAY_ROW_SIG = "nb.types.void(v1, v1, v1, f, f, f)"  # (x_t, h_t, v, k, th, v_reset)
+# (h_t -> dL/dx_t, dL/ds_t, dL/dv_t from v_seq, dL/dv_t -> dL/dv_{t-1}, th, kx, 1 - k, nd, v_reset, alpha)
+_REVERSE_ROW_SIG = "nb.types.void(v1, v1, v1, v1, f, f, f, f, f, f)"
+_SG_ROW_SIG = "nb.types.void(v1, f, v1)"  # (u, alpha, out)
+
+
+def _rows_source():
+    """Forward and replay row loops for each (hard, decay_input)."""
+    a = []
+    for hard, decay in _VARIANTS:
+        a += [
+            f"@nb.cfunc({_FWD_ROW_SIG}, **JIT)",
+            f"def fwd_row_{_tag(hard, decay)}(xr, sr, v, kk, th, v_reset):",
+            "    nbad = 0",
+            "    for j in range(xr.shape[0]):",
+            "        vj = v[j]",
+            "        xt = xr[j]",
+            "        " + _H[decay].format(k="kk"),
+            "        sr[j] = ONE if h >= th else ZERO",
+            "        v[j] = " + _V[hard].format(th="th"),
+            "        nbad += (xt - xt) != ZERO  # NaN iff x is NaN or inf",
+            "    return nbad",
+            "",
+            "",
+            f"@nb.cfunc({_REPLAY_ROW_SIG}, **JIT)",
+            f"def replay_row_{_tag(hard, decay)}(xr, hr, v, kk, th, v_reset):",
+            "    for j in range(xr.shape[0]):",
+            "        vj = v[j]",
+            "        xt = xr[j]",
+            "        " + _H[decay].format(k="kk"),
+            "        hr[j] = h",
+            "        v[j] = " + _V[hard].format(th="th"),
+            "",
+            "",
+        ]
+    return "\n".join(a)
+
+
+def _reverse_source():
+    """The reverse row loops (one per reset kind) and the derivative on a row, for the module's surrogate."""
+    a = []
+    for hard in (True, False):
+        # dv_t/dh_t = base + nd c g': hard: base = 1 - s, c = v_r - h; soft: base = 1, c = -th
+        dvdh = "((ZERO if u >= ZERO else ONE) + nd * (v_reset - h) * g)" if hard else "(ONE + cs * g)"
+        a += [
+            f"@nb.cfunc({_REVERSE_ROW_SIG}, **JIT)",
+            f"def reverse_row_{_tag(hard)}(hr, gsr, gvr, dv, th, kx, omk, nd, v_reset, alpha):",
+            "    cs = nd * -th",
+            "    for j in range(hr.shape[0]):",
+            "        h = hr[j]",
+            "        u = h - th",
+            "        g = _sg(u, alpha)",
+            f"        dh = gsr[j] * g + (dv[j] + gvr[j]) * {dvdh}",
+            "        hr[j] = dh * kx  # kx = k (decay_input) or 1",
+            "        dv[j] = dh * omk",
+            "",
+            "",
+        ]
+    a += [
+        f"@nb.cfunc({_SG_ROW_SIG}, **JIT)",
+        "def sg_row(u, alpha, out):",
+        "    for j in range(u.shape[0]):",
+        "        out[j] = _sg(u[j], alpha)",
+        "",
+    ]
+    return "\n".join(a)
+
+
+def _drivers_source():
+    fn = "nb.types.FunctionType({})"
+    a = [
+        f"FWD_ROW = {fn.format(_FWD_ROW_SIG)}",
+        f"REPLAY_ROW = {fn.format(_REPLAY_ROW_SIG)}",
+        f"REVERSE_ROW = {fn.format(_REVERSE_ROW_SIG)}",
+        f"SG_ROW = {fn.format(_SG_ROW_SIG)}",
+        "b_ = nb.types.boolean",
+        "FWD_SIG = nb.types.void(v2, v1, v1, v1, f, b_, b_, b_, nb.types.intp, v2, v2, v1, nb.types.uint8[::1], FWD_ROW)",
+        "d1 = nb.types.float64[::1]",
+        "BWD_SIG = nb.types.void(v2, v2, b_, v2, v1, v1, v1, v1, f, b_, b_, b_, f, nb.types.intp, v2, v1, d1, d1,",
+        "                        REPLAY_ROW, REVERSE_ROW, SG_ROW)",
+        "",
+        "",
+        "@nb.njit(nb.types.void(SG_ROW, v1, f, v1), **JIT)",
+        "def call_sg_row(row, u, alpha, out):",
+        "    row(u, alpha, out)",
+        "",
+        "",
+        "@nb.njit(FWD_SIG, parallel=True, **JIT)",
+        "def lif_fwd(x, v0, k, vth, v_reset, hard, decay_input, save_v, block, s, v_seq, v_last, bad, fwd_row):",
+        "    # v_reset is v_r^0: the reset value for hard reset, 0 for soft reset (the caller passes 0).",
+        "    # fwd_row: the row loop for (hard, decay_input), used when k and vth are shared (length 1).",
+        "    T, N = x.shape",
+        "    nblk = (N + block - 1) // block",
+        "    shared = k.shape[0] == 1 and vth.shape[0] == 1",
+        "    for b in prange(nblk):",
+        "        n0 = b * block",
+        "        n1 = min(n0 + block, N)",
+        "        m = n1 - n0",
+        "        v = v0[n0:n1].copy() if v0.shape[0] > 1 else np.full(m, v0[0])",
+        "        nbad = 0",
+        "        if shared:",
+        "            for t in range(T):",
+        "                nbad += fwd_row(x[t, n0:n1], s[t, n0:n1], v, k[0], vth[0], v_reset)",
+        "                if save_v:",
+        "                    v_seq[t, n0:n1] = v",
+        "        else:",
+        "            kb = k[n0:n1].copy() if k.shape[0] > 1 else np.full(m, k[0])",
+        "            thb = vth[n0:n1].copy() if vth.shape[0] > 1 else np.full(m, vth[0])",
+        "            for t in range(T):",
+        "                xr = x[t, n0:n1]",
+        "                sr = s[t, n0:n1]",
+        "                for j in range(m):",
+        "                    vj = v[j]",
+        "                    xt = xr[j]",
+        "                    th = thb[j]",
+        "                    if decay_input:",
+        "                        " + _H[True].format(k="kb[j]"),
+        "                    else:",
+        "                        " + _H[False].format(k="kb[j]"),
+        "                    fired = h >= th",
+        "                    sr[j] = ONE if fired else ZERO",
+        "                    v[j] = (v_reset if hard else h - th) if fired else h",
+        "                    nbad += (xt - xt) != ZERO",
+        "                if save_v:",
+        "                    v_seq[t, n0:n1] = v",
+        "        v_last[n0:n1] = v",
+        "        bad[b] = nbad > 0",
+        "",
+        "",
+        "@nb.njit(BWD_SIG, parallel=True, **JIT)",
+        "def lif_bwd(x, gs, gs_const, gvseq, gvlast, v0, k, vth, v_reset, hard, decay_input, detach, alpha, block,",
+        "            gx, gv0, gk, gth, replay_row, reverse_row, sg_row):",
+        "    # gs: [T, N], or (1, 1) holding one value for every element when gs_const; gvseq / gvlast: [T, N] / [N]",
+        "    # or empty for 'no gradient'.  gx doubles as scratch: it first receives h_t (replayed), which the reverse",
+        "    # sweep overwrites with dL/dx_t.  replay_row / reverse_row: the row loops for (hard, decay_input) and",
+        "    # (hard, surrogate), used when k and vth are shared and no parameter gradient is asked for.",
+        "    T, N = x.shape",
+        "    nblk = (N + block - 1) // block",
+        "    has_gvseq = gvseq.shape[0] > 0",
+        "    has_gvlast = gvlast.shape[0] > 0",
+        "    need_k = gk.shape[0] > 0",
+        "    need_th = gth.shape[0] > 0",
+        "    fast = k.shape[0] == 1 and vth.shape[0] == 1 and not (need_k or need_th)",
+        "    nd = ZERO if detach else ONE  # 1 iff the reset carries gradient",
+        "    for b in prange(nblk):",
+        "        n0 = b * block",
+        "        n1 = min(n0 + block, N)",
+        "        m = n1 - n0",
+        "        vinit = v0[n0:n1].copy() if v0.shape[0] > 1 else np.full(m, v0[0])",
+        "        v = vinit.copy()",
+        "        dv = gvlast[n0:n1].copy() if has_gvlast else np.zeros(m, dtype=x.dtype)  # dL/dv_t",
+        "        gsrow = np.full(m, gs[0, 0]) if gs_const else np.zeros(m, dtype=x.dtype)",
+        "        zrow = np.zeros(m, dtype=x.dtype)",
+        "        if fast:",
+        "            kk = k[0]",
+        "            kx = kk if decay_input else ONE",
+        "            omk = ONE - kk",
+        "            for t in range(T):  # 1. replay the forward: h_t (bit-identical to the forward's) into gx",
+        "                replay_row(x[t, n0:n1], gx[t, n0:n1], v, kk, vth[0], v_reset)",
+        "            for t in range(T - 1, -1, -1):  # 2. reverse sweep, overwriting h_t with dL/dx_t",
+        "                reverse_row(gx[t, n0:n1], gsrow if gs_const else gs[t, n0:n1],",
+        "                            gvseq[t, n0:n1] if has_gvseq else zrow, dv, vth[0], kx, omk, nd, v_reset, alpha)",
+        "            gv0[n0:n1] = dv",
+        "            continue",
+        "        # per-neuron parameters or parameter gradients: one loop, flags tested per element",
+        "        kb = k[n0:n1].copy() if k.shape[0] > 1 else np.full(m, k[0])",
+        "        thb = vth[n0:n1].copy() if vth.shape[0] > 1 else np.full(m, vth[0])",
+        "        for t in range(T):",
+        "            xr = x[t, n0:n1]",
+        "            hr = gx[t, n0:n1]",
+        "            for j in range(m):",
+        "                vj = v[j]",
+        "                xt = xr[j]",
+        "                if decay_input:",
+        "                    " + _H[True].format(k="kb[j]"),
+        "                else:",
+        "                    " + _H[False].format(k="kb[j]"),
+        "                hr[j] = h",
+        "                v[j] = (v_reset if hard else h - thb[j]) if h >= thb[j] else h",
+        "        dk = np.zeros(m, dtype=np.float64)  # parameter gradients are sums over T (and later N):",
+        "        dth = np.zeros(m, dtype=np.float64)  # accumulate them in float64",
+        "        vprow = np.empty(m, dtype=x.dtype)",
+        "        urow = np.empty(m, dtype=x.dtype)",
+        "        grow = np.empty(m, dtype=x.dtype)",
+        "        for t in range(T - 1, -1, -1):",
+        "            gsr = gsrow if gs_const else gs[t, n0:n1]",
+        "            gvr = gvseq[t, n0:n1] if has_gvseq else zrow",
+        "            hr = gx[t, n0:n1]  # h_t on entry, dL/dx_t on exit",
+        "            if t > 0:  # v_{t-1} from h_{t-1}",
+        "                hpr = gx[t - 1, n0:n1]",
+        "                for j in range(m):",
+        "                    hp = hpr[j]",
+        "                    vprow[j] = (v_reset if hard else hp - thb[j]) if hp >= thb[j] else hp",
+        "            else:",
+        "                vprow[:] = vinit",
+        "            for j in range(m):",
+        "                urow[j] = hr[j] - thb[j]",
+        "            sg_row(urow, alpha, grow)",
+        "            xr = x[t, n0:n1]",
+        "            for j in range(m):",
+        "                h = hr[j]",
+        "                th = thb[j]",
+        "                u = urow[j]",
+        "                g = grow[j]",
+        "                sj = ONE if u >= ZERO else ZERO",
+        "                dvj = dv[j] + gvr[j]",
+        "                c = (v_reset - h) if hard else -th",
+        "                base = (ONE - sj) if hard else ONE",
+        "                ngc = nd * c * g",
+        "                gsg = gsr[j] * g",
+        "                dh = gsg + dvj * (base + ngc)",
+        "                dth[j] += -dvj * ngc - (ZERO if hard else dvj * sj) - gsg",
+        "                dk[j] += dh * ((xr[j] if decay_input else ZERO) - (vprow[j] - v_reset))",
+        "                hr[j] = dh * kb[j] if decay_input else dh",
+        "                dv[j] = dh * (ONE - kb[j])",
+        "        gv0[n0:n1] = dv",
+        "        if need_k:",
+        "            gk[n0:n1] = dk",
+        "        if need_th:",
+        "            gth[n0:n1] = dth",
+        "",
+    ]
+    return "\n".join(a)
+
+
+class _TypedLiterals(ast.NodeTransformer):
+    """Number literals ``c`` -> ``DT(c)``: in numba a float literal is float64 and would widen float32 math."""
+
+    def visit_Constant(self, node):
+        if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return ast.copy_location(ast.Call(ast.Name("DT", ast.Load()), [node], []), node)
+        return node
+
+
+def _derivative_source(grad_src) -> str | None:
+    """The surrogate derivative's source as ``def _sg(u, alpha)`` with typed literals; None where the source is
+    not available (e.g. a function defined in a doctest or a REPL)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(grad_src)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    fn = tree.body[0] if tree.body else None
+    if not isinstance(fn, ast.FunctionDef):
+        return None
+    fn.name, fn.decorator_list = "_sg", []
+    return ast.unparse(ast.fix_missing_locations(_TypedLiterals().visit(tree))) + "\n"
+
+
+def _cache_dir():
+    """Where the generated kernels (and numba's cache of them) live; None if it cannot be written."""
+    root = os.environ.get("SPIKEFORGE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "spikeforge")
+    d = Path(root) / "cpu"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError:
+        return None
+    return d
+
+
+def _module(dtype: np.dtype, grad_src=None):
+    """The generated module of ``dtype``'s drivers and forward/replay rows (``grad_src`` None), or of the
+    reverse rows for (``dtype``, surrogate derivative ``grad_src``).  Compiled on first use, once per process.
+
+    With the sources available, the module is written to ``$SPIKEFORGE_CACHE_DIR/cpu`` (default
+    ``~/.cache/spikeforge/cpu``) under a name holding its content hash, and numba caches its compiled code next to
+    it, so a later process loads it instead of compiling (the hash makes a stale cache impossible).  Otherwise
+    it is compiled from memory, with the derivative bound to scalar math by :func:`spikeforge.surrogate.bind`."""
+    key = (dtype.name, grad_src)
+    with _lock:
+        mod = _MODULES.get(key)
+        if mod is None:
+            mod = _MODULES[key] = _load_module(dtype, grad_src)
+    return mod
+
+
+def _load_module(dtype: np.dtype, grad_src):
     nb = _numba()
+    kind = "lif" if grad_src is None else "reverse"
+    sg_src = "" if grad_src is None else _derivative_source(grad_src)
+    cache = _cache_dir() if sg_src is not None else None
+    prelude = _PRELUDE.format(dtype=dtype.name, cache=cache is not None)
+    if grad_src is None:
+        parts = [prelude, _rows_source(), _drivers_source()]
+    else:
+        parts = [prelude, sg_src or "", '_sg = nb.njit(inline="always")(_sg)\n' if sg_src else "", _reverse_source()]
+    if cache is None:  # the derivative's source is unknown: bind the function itself to this module's scalar math
+        g: dict = {}
+        exec(compile(prelude, f"<spikeforge.kernels.cpu:{kind}>", "exec"), g)  # noqa: S102
+        g["_sg"] = nb.njit(inline="always")(bind(grad_src, g))
+        exec(compile(_reverse_source(), f"<spikeforge.kernels.cpu:{kind}>", "exec"), g)  # noqa: S102
+        return types.SimpleNamespace(**g)
+    text = "\n\n".join(parts)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:16]
+    path = cache / f"{kind}_{dtype.name}_{digest}.py"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    name = f"spikeforge_cpu_{path.stem}"
+    mod = sys.modules.get(name)
+    if mod is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod  # numba's cache re-imports the module by name
+        spec.loader.exec_module(mod)
+    return mod
 
-    @nb.njit(inline="always")
-    def relu(x):
-        return x if x > 0.0 else 0.0  # not 0 * x: that is NaN for x = -inf
 
-    @nb.njit(inline="always")
-    def step(x):
-        return 1.0 if x > 0.0 else 0.0
-
-    return {"exp": math.exp, "absf": abs, "relu": relu, "step": step, "PI": math.pi,
-            "SQRT_PI": math.sqrt(math.pi)}
-
-
-def _build_forward():
+def _fn_arg(cf):
+    """A compiled row loop as an argument a driver calls through its address (no lookup per call)."""
     nb = _numba()
-
-    @nb.njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-    def lif_fwd(x, v0, k, vth, v_reset, hard, decay_input, save_v, block, s, v_seq, v_last, bad):
-        # v_reset is v_r^0: the reset value for hard reset, 0 for soft reset (the caller passes 0).
-        T, N = x.shape
-        nblk = (N + block - 1) // block
-        one = v_reset - v_reset + 1
-        zero = v_reset - v_reset
-        for b in nb.prange(nblk):
-            n0 = b * block
-            n1 = min(n0 + block, N)
-            m = n1 - n0
-            v = v0[n0:n1].copy() if v0.shape[0] > 1 else np.full(m, v0[0])
-            kb = k[n0:n1].copy() if k.shape[0] > 1 else np.full(m, k[0])
-            thb = vth[n0:n1].copy() if vth.shape[0] > 1 else np.full(m, vth[0])
-            acc = np.zeros(m, dtype=x.dtype)
-            for t in range(T):
-                xr = x[t, n0:n1]
-                sr = s[t, n0:n1]
-                if decay_input:
-                    for j in range(m):
-                        vj = v[j]
-                        xt = xr[j]
-                        h = vj + (xt - (vj - v_reset)) * kb[j]
-                        fired = h >= thb[j]
-                        sr[j] = one if fired else zero
-                        v[j] = (v_reset if hard else h - thb[j]) if fired else h
-                        acc[j] += xt * zero  # NaN iff some x was NaN or inf
-                else:
-                    for j in range(m):
-                        vj = v[j]
-                        xt = xr[j]
-                        h = vj - (vj - v_reset) * kb[j] + xt
-                        fired = h >= thb[j]
-                        sr[j] = one if fired else zero
-                        v[j] = (v_reset if hard else h - thb[j]) if fired else h
-                        acc[j] += xt * zero
-                if save_v:
-                    v_seq[t, n0:n1] = v
-            v_last[n0:n1] = v
-            for j in range(m):
-                if acc[j] != zero:
-                    bad[b] = 1
-
-    return lif_fwd
-
-
-def _types(dtype):
-    nb = _numba()
-    f = nb.from_dtype(np.dtype(dtype))
-    row_sig = nb.types.void(f[::1], f, f[::1])
-    return nb.types, f, row_sig
-
-
-def _build_surrogate_row(grad_src, dtype):
-    """``row(u, alpha, out)``: ``out[j] = g'(u[j])`` with the derivative source bound to scalar math, compiled
-    as a C callback and wrapped so the backward driver receives its address without a per-call lookup."""
-    nb = _numba()
-    _, _, row_sig = _types(dtype)
-    sg = nb.njit(inline="always", error_model="numpy")(bind(grad_src, _scalar_math()))
-
-    @nb.cfunc(row_sig, nopython=True, error_model="numpy", fastmath={"contract", "arcp"})
-    def surrogate_row(u, alpha, out):
-        for j in range(u.shape[0]):
-            out[j] = sg(u[j], alpha)
 
     class RowFn(nb.types.WrapperAddressProtocol):
         def __wrapper_address__(self):
-            return surrogate_row.address
+            return cf.address
 
         def signature(self):
-            return row_sig
+            return cf._sig
 
     return RowFn()
 
 
-def _build_trampoline(dtype):
-    nb = _numba()
-    types, f, row_sig = _types(dtype)
-
-    @nb.njit(types.void(types.FunctionType(row_sig), f[::1], f, f[::1]))
-    def call_row(row, u, alpha, out):
-        row(u, alpha, out)
-
-    return call_row
+def _row(mod, name: str):
+    """``mod.name`` as a driver argument (made once per module)."""
+    args = vars(mod).setdefault("_row_args", {})
+    fn = args.get(name)
+    if fn is None:
+        fn = args[name] = _fn_arg(getattr(mod, name))
+    return fn
 
 
 def surrogate_derivative(surrogate: Surrogate, u: np.ndarray) -> np.ndarray:
     """The surrogate derivative exactly as the compiled backward evaluates it, on a 1-D float32/float64 array."""
     u = np.ascontiguousarray(u)
-    key = ("trampoline", u.dtype)
-    with _lock:
-        if key not in _ROWS:
-            _ROWS[key] = _build_trampoline(u.dtype)
     out = np.empty_like(u)
-    _ROWS[key](_surrogate_row(surrogate, u.dtype), u, u.dtype.type(surrogate.alpha), out)
+    _module(u.dtype).call_sg_row(_row(_module(u.dtype, surrogate.grad_source), "sg_row"), u,
+                                 u.dtype.type(surrogate.alpha), out)
     return out
-
-
-def _build_backward(dtype):
-    """The backward driver for one dtype; the surrogate is a function-pointer argument (``surrogate_row``),
-    so this compiles once per dtype (and is cached on disk), not once per surrogate."""
-    nb = _numba()
-    types, f, row_sig = _types(dtype)
-    v1, v2 = f[::1], f[:, ::1]
-    d1 = types.float64[::1]
-    sig = types.void(v2, v2, types.boolean, v2, v1, v1, v1, v1, f, types.boolean, types.boolean, types.boolean,
-                     types.FunctionType(row_sig), f, types.intp, v2, v1, d1, d1)
-
-    # No "contract": the recomputed h_t must stay bit-identical to the forward's (no FMA).
-    @nb.njit(sig, parallel=True, nogil=True, cache=True, error_model="numpy")
-    def lif_bwd(x, gs, gs_const, gvseq, gvlast, v0, k, vth, v_reset, hard, decay_input, detach, surrogate_row,
-                alpha, block, gx, gv0, gk, gth):
-        # gs: [T, N], or (1, 1) holding one value for every element when gs_const; gvseq / gvlast: [T, N] / [N]
-        # or empty for "no gradient".  gx doubles as scratch: it first receives u_t = h_t - th, which the
-        # reverse sweep overwrites with dL/dx_t.
-        T, N = x.shape
-        nblk = (N + block - 1) // block
-        has_gvseq = gvseq.shape[0] > 0
-        has_gvlast = gvlast.shape[0] > 0
-        need_k = gk.shape[0] > 0
-        need_th = gth.shape[0] > 0
-        need_par = need_k or need_th
-        one = v_reset - v_reset + 1
-        zero = v_reset - v_reset
-        nd = zero if detach else one  # 1 iff the reset carries gradient
-        for b in nb.prange(nblk):
-            n0 = b * block
-            n1 = min(n0 + block, N)
-            m = n1 - n0
-            vinit = v0[n0:n1].copy() if v0.shape[0] > 1 else np.full(m, v0[0])
-            kb = k[n0:n1].copy() if k.shape[0] > 1 else np.full(m, k[0])
-            thb = vth[n0:n1].copy() if vth.shape[0] > 1 else np.full(m, vth[0])
-            # 1. recompute u_t = h_t - th (bit-identical to the forward, so s_t = [u_t >= 0]) into gx[t, block]
-            v = vinit.copy()
-            for t in range(T):
-                xr = x[t, n0:n1]
-                ur = gx[t, n0:n1]
-                if decay_input:
-                    for j in range(m):
-                        vj = v[j]
-                        h = vj + (xr[j] - (vj - v_reset)) * kb[j]
-                        uj = h - thb[j]
-                        ur[j] = uj
-                        v[j] = (v_reset if hard else uj) if h >= thb[j] else h
-                else:
-                    for j in range(m):
-                        vj = v[j]
-                        h = vj - (vj - v_reset) * kb[j] + xr[j]
-                        uj = h - thb[j]
-                        ur[j] = uj
-                        v[j] = (v_reset if hard else uj) if h >= thb[j] else h
-            # 2. reverse sweep; dv holds dL/dv_t
-            dv = gvlast[n0:n1].copy() if has_gvlast else np.zeros(m, dtype=x.dtype)
-            dk = np.zeros(m, dtype=np.float64)  # parameter gradients are sums over T (and later N):
-            dth = np.zeros(m, dtype=np.float64)  # accumulate them in float64
-            gsrow = np.full(m, gs[0, 0]) if gs_const else np.zeros(m, dtype=x.dtype)
-            zrow = np.zeros(m, dtype=x.dtype)
-            g = np.empty(m, dtype=x.dtype)
-            vprow = np.empty(m, dtype=x.dtype)
-            for t in range(T - 1, -1, -1):
-                gsr = gsrow if gs_const else gs[t, n0:n1]
-                gvr = gvseq[t, n0:n1] if has_gvseq else zrow
-                ur = gx[t, n0:n1]  # u_t on entry, dL/dx_t on exit
-                surrogate_row(ur, alpha, g)
-                # hard: v = h (1 - s) + v_r s;  soft: v = h - th s;  s carries g unless detached.
-                # dv_t/dh_t = base + nd c g with base = 1 - s (hard) or 1 (soft), c = v_r - h (hard) or -th (soft)
-                if not need_par:  # the common case: gradients for x and v0 only
-                    for j in range(m):
-                        uj = ur[j]
-                        gj = g[j]
-                        c = (v_reset - (uj + thb[j])) if hard else -thb[j]
-                        base = (zero if uj >= zero else one) if hard else one
-                        dh = gsr[j] * gj + (dv[j] + gvr[j]) * (base + nd * c * gj)
-                        ur[j] = dh * kb[j] if decay_input else dh
-                        dv[j] = dh * (one - kb[j])
-                    continue
-                if t > 0:  # v_{t-1} from u_{t-1}
-                    upr = gx[t - 1, n0:n1]
-                    for j in range(m):
-                        up = upr[j]
-                        vprow[j] = (v_reset if hard else up) if up >= zero else up + thb[j]
-                else:
-                    vprow[:] = vinit
-                xr = x[t, n0:n1]
-                for j in range(m):
-                    uj = ur[j]
-                    gj = g[j]
-                    sj = one if uj >= zero else zero
-                    dvj = dv[j] + gvr[j]
-                    c = (v_reset - (uj + thb[j])) if hard else -thb[j]
-                    base = (one - sj) if hard else one
-                    ngc = nd * c * gj
-                    gsg = gsr[j] * gj
-                    dh = gsg + dvj * (base + ngc)
-                    dth[j] += -dvj * ngc - (zero if hard else dvj * sj) - gsg
-                    dk[j] += dh * ((xr[j] if decay_input else zero) - (vprow[j] - v_reset))
-                    ur[j] = dh * kb[j] if decay_input else dh
-                    dv[j] = dh * (one - kb[j])
-            gv0[n0:n1] = dv
-            if need_k:
-                gk[n0:n1] = dk
-            if need_th:
-                gth[n0:n1] = dth
-
-    return lif_bwd
-
-
-def _forward_kernel():
-    global _FWD
-    with _lock:
-        if _FWD is None:
-            _FWD = _build_forward()
-    return _FWD
-
-
-def _backward_kernel(dtype):
-    with _lock:
-        fn = _BWD.get(dtype)
-        if fn is None:
-            fn = _BWD[dtype] = _build_backward(dtype)
-    return fn
-
-
-def _surrogate_row(surrogate: Surrogate, dtype):
-    key = (surrogate.grad_source, dtype)
-    with _lock:
-        fn = _ROWS.get(key)
-        if fn is None:
-            fn = _ROWS[key] = _build_surrogate_row(surrogate.grad_source, dtype)
-    return fn
 
 
 def is_available() -> bool:
@@ -328,12 +481,20 @@ def _sync_threads(numel: int) -> None:
 
 
 def _block(T: int, N: int, itemsize: int) -> int:
-    """Neurons per parallel block: the backward's ``T x block`` working set fits in L2, at least 4 blocks
-    per thread when there is enough work, and a multiple of 16 (whole SIMD vectors)."""
-    b = max(64, min(4096, L2_BYTES // max(1, T * itemsize)))
+    """Neurons per parallel block of the backward: the block's ``T x block`` working set fits in L2, at least 4
+    blocks per thread when there is enough work, and a multiple of 16 (whole SIMD vectors)."""
+    b = max(64, min(16384, L2_BYTES // max(1, T * itemsize)))
     per_thread = -(-N // (4 * max(1, torch.get_num_threads())))
     b = min(b, max(64, per_thread))
     return max(16, (b // 16) * 16)
+
+
+def _fwd_block(N: int) -> int:
+    """Neurons per parallel block of the forward: at most ``FWD_BLOCK`` (the block's state stays in L2 while the
+    rows of x and s stream), and the same number of blocks on every thread."""
+    threads = max(1, torch.get_num_threads())
+    nblk = threads * -(-N // (threads * FWD_BLOCK))
+    return max(16, -(-N // (nblk * 16)) * 16)
 
 
 class _BufferPool:
@@ -422,15 +583,16 @@ class LIFFamilyCpuFn(torch.autograd.Function):
         tv = _param_vec(v_th, x2, N, shape)
         hard = v_reset is not None
         vr = float(v_reset) if hard else 0.0
-        block = _block(T, N, x2.element_size())
+        block = _fwd_block(N)
         s = _POOL.empty(x2.shape, x2.dtype)
         v_seq = _POOL.empty(x2.shape, x2.dtype) if return_v else x2.new_empty((0, 0))
         v_last = torch.empty(N, dtype=x2.dtype)
         bad = np.zeros((N + block - 1) // block, dtype=np.uint8)
         xa = _np(x2)
+        mod = _module(xa.dtype)
         _sync_threads(x2.numel())
-        _forward_kernel()(xa, _np(v0f), _np(kv), _np(tv), xa.dtype.type(vr), hard, decay_input, return_v, block,
-                          _np(s), _np(v_seq), _np(v_last), bad)
+        mod.lif_fwd(xa, _np(v0f), _np(kv), _np(tv), xa.dtype.type(vr), hard, decay_input, return_v, block, _np(s),
+                    _np(v_seq), _np(v_last), bad, _row(mod, f"fwd_row_{_tag(hard, decay_input)}"))
         if check and bad.any():
             raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
         # Saved: the input itself (no new memory), the initial state and the parameters as given.
@@ -461,11 +623,13 @@ class LIFFamilyCpuFn(torch.autograd.Function):
         else:
             gs_const, gs_a = False, _grad_arg(gs, T, N, x2, seq=True)
         _sync_threads(x2.numel())
-        _backward_kernel(dt)(
+        mod, rev = _module(dt), _module(dt, surrogate.grad_source)
+        mod.lif_bwd(
             _np(x2), gs_a, gs_const, _grad_arg(gvseq, T, N, x2, seq=True), _grad_arg(gvlast, T, N, x2, seq=False),
-            _np(v0f), _np(kv), _np(tv), dt.type(vr), hard, decay_input, detach, _surrogate_row(surrogate, dt),
-            dt.type(surrogate.alpha),
+            _np(v0f), _np(kv), _np(tv), dt.type(vr), hard, decay_input, detach, dt.type(surrogate.alpha),
             _block(T, N, x2.element_size()), _np(gx), _np(gv0), _np(gk), _np(gth),
+            _row(mod, f"replay_row_{_tag(hard, decay_input)}"), _row(rev, f"reverse_row_{_tag(hard)}"),
+            _row(rev, "sg_row"),
         )
         grad_v0 = None
         if ctx.needs_input_grad[1]:

@@ -66,7 +66,8 @@ from ._layout import permute_seq, permute_step, step_perm
 from .cpu import _POOL, _sync_threads
 from .dispatch import check_backend_name, resolve_backend
 
-BLOCK = 1024  # neurons per parallel block (a compile-time constant of the generated kernels)
+L1_BYTES = 24 * 1024  # a block's local buffer (states, parameters, gradients) should stay in L1
+MAX_BLOCK = 1024
 _lock = threading.Lock()
 _FWD: dict = {}
 _BWD: dict = {}
@@ -85,12 +86,17 @@ class Cell:
     # no-gradient parameters baked into the fused kernels as compile-time constants (one kernel per value): a
     # loop bound such as a spike cap becomes a constant trip count, so the loop unrolls and the row vectorises
     const_params: tuple = ()
+    # parameters that may change over time: broadcastable to the whole ``[T, B, ...]`` input (e.g. GLIF's
+    # conductance per time step and channel); every execution hands ``step`` the value for the current step
+    seq_params: tuple = ()
 
     def __post_init__(self):
         if len(self.states) < 1:
             raise ValueError(f"cell {self.name!r}: needs at least one state")
         if not set(self.const_params) <= set(self.no_grad_params):
             raise ValueError(f"cell {self.name!r}: const_params {self.const_params} must be no_grad_params")
+        if not set(self.seq_params) <= set(self.params) - set(self.const_params):
+            raise ValueError(f"cell {self.name!r}: seq_params {self.seq_params} must be non-constant params")
 
     @property
     def n_states(self) -> int:
@@ -214,6 +220,40 @@ def mspike(u, vth, cap):
 
 
 @nb.njit(inline="always")
+def fill_runs(dst, n0, m, tab, inner, Q):
+    # dst[j] = tab[((n0 + j) // inner) % Q] for j < m, one run of equal values at a time (a per-channel table
+    # gives runs of ``inner`` neurons)
+    j = 0
+    while j < m:
+        n = n0 + j
+        e = min(m, j + inner - n % inner)
+        dst[j:e] = tab[(n // inner) % Q]
+        j = e
+
+
+@nb.njit(fastmath={{"reassoc", "nsz"}}, error_model="numpy")
+def _sum(src):
+    # a gradient sum: it may reassociate, so the loop vectorises (its own function: the flags stay with it)
+    acc = ZERO
+    for i in range(src.shape[0]):
+        acc += src[i]
+    return acc
+
+
+@nb.njit(inline="always")
+def sum_runs(dst, n0, m, src, inner):
+    # dst[k] += the sum of src over the k-th run of the block (runs as in fill_runs)
+    j = 0
+    k = 0
+    while j < m:
+        n = n0 + j
+        e = min(m, j + inner - n % inner)
+        dst[k] += _sum(src[j:e])
+        j = e
+        k += 1
+
+
+@nb.njit(inline="always")
 def dmspike(u, vth, cap, alpha):
     # (sum_k g'(u - k vth), sum_k k g'(u - k vth)) over the levels k = 1..cap; a counted loop, so a constant
     # cap (Cell.const_params) unrolls it and the row loop around it vectorises
@@ -260,9 +300,10 @@ def _cache_dir():
     return d
 
 
-def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=()):
+def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads=()):
     """Compile the ``direction`` ("fwd"/"bwd") driver of ``cell`` for ``np_dtype`` (and the values ``consts`` of
-    ``cell.const_params``).
+    ``cell.const_params``; for "bwd", the indices ``grads`` of the parameters whose gradient it computes).
+    Returns ``(driver, neurons per block)``.
 
     The whole kernel (helpers, the cell's function, the surrogate derivative, the driver) is generated as one
     module source.  When the sources are available it is written to ``$SPIKEFORGE_CACHE_DIR/fused`` (default
@@ -281,7 +322,14 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=()):
     # the forward needs the step; the backward replays the step and runs the vjp
     fns = {"STEP": cell.step} if direction == "fwd" else {"STEP": cell.step, "VJP": cell.vjp}
     cidx = {cell.params.index(n): f"CONST{i}" for i, n in enumerate(cell.const_params)}
-    driver = (_gen_forward_src if direction == "fwd" else _gen_backward_src)(cell.n_states, cell.n_params, cidx)
+    seq = tuple(cell.params.index(n) for n in cell.seq_params)
+    if direction == "fwd":
+        blk = block_size(_forward_rows(cell), np_dtype.itemsize)
+        driver = _gen_forward_src(cell.n_states, cell.n_params, cidx, seq, blk)
+    else:
+        blk = block_size(_backward_rows(cell, grads), np_dtype.itemsize)
+        replay = vjp_reads_states(cell)
+        driver = _gen_backward_src(cell.n_states, cell.n_params, cidx, seq, grads, replay, blk)
     prelude = _PRELUDE.format(dtype=np_dtype.name) + "".join(
         f"CONST{i} = np.{np_dtype.name}({float(v)!r})\n" for i, v in enumerate(consts))
     rows = re.findall(r"^def (row_\w+)\(", driver, flags=re.M)  # the per-row loops the driver calls
@@ -309,7 +357,7 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=()):
             mod = importlib.util.module_from_spec(spec)
             sys.modules[name] = mod  # numba's cache re-imports the module by name
             spec.loader.exec_module(mod)
-        return getattr(mod, fname)
+        return getattr(mod, fname), blk
     g: dict = {}
     exec(compile(prelude + "\n\n" + driver, f"<spikeforge.kernels.fused:{cell.name}>", "exec"), g)  # noqa: S102
     if grad_src is not None:
@@ -318,31 +366,68 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=()):
         g[slot] = nb.njit(inline="always")(bind(f, g))
     for r in rows:
         g[r] = nb.njit(error_model="numpy")(g[r])
-    return nb.njit(parallel=True, nogil=True, error_model="numpy")(g[fname])
+    return nb.njit(parallel=True, nogil=True, error_model="numpy")(g[fname]), blk
 
 
-def _param_slots(P: int, consts: dict, first_row: int):
-    """Per parameter: its expression inside the row loop (a ``loc`` row or a constant) and, for array
-    parameters, its ``loc`` offset; returns (exprs, {param index: offset})."""
-    exprs, offs, r = [], {}, first_row
+def block_size(n_rows: int, itemsize: int) -> int:
+    """Neurons per parallel block of a generated kernel whose block-local buffer holds ``n_rows`` rows: the
+    largest power of two up to 1024 (at least 128) whose buffer fits in ``L1_BYTES``.  A larger buffer spills to
+    L2 on every row access (e.g. ALIF's backward with six parameter gradients: 16 rows)."""
+    blk = MAX_BLOCK
+    while blk > 128 and n_rows * blk * itemsize > L1_BYTES:
+        blk //= 2
+    return blk
+
+
+def _forward_rows(cell: Cell) -> int:
+    """Rows of the forward's block buffer: states, array parameters, the NaN accumulator."""
+    return cell.n_states + cell.n_params - len(cell.const_params) + 1
+
+
+def _backward_rows(cell: Cell, grads: tuple) -> int:
+    """Rows of the backward's block buffer: states, array parameters, state gradients, parameter gradients."""
+    return 2 * cell.n_states + cell.n_params - len(cell.const_params) + len(grads)
+
+
+def vjp_reads_states(cell: Cell) -> bool:
+    """Whether ``cell.vjp`` reads any of its state arguments.  When it does not (e.g. the sigma-delta quantiser,
+    whose gradient is straight through), the backward skips the replay of the forward."""
+    import dis
+
+    code = cell.vjp.__code__
+    S = cell.n_states
+    names = set(code.co_varnames[S + 2:2 * S + 2])  # vjp(g_out, *g_new_states, x, *states, ...)
+    for ins in dis.get_instructions(code):
+        if ins.opname.startswith("LOAD_FAST") or ins.opname in ("LOAD_DEREF", "LOAD_CLOSURE"):
+            val = ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)
+            if names & set(val):
+                return True
+    return False
+
+
+def _param_slots(P: int, consts: dict, seq: tuple, first_row: int, blk: int):
+    """Per parameter: its expression inside the row loop (a ``loc`` row or a constant); the ``loc`` offsets of
+    the static array parameters (filled once per block) and of the ``seq`` parameters (filled every step)."""
+    exprs, offs, soffs, r = [], {}, {}, first_row
     for i in range(P):
         if i in consts:
             exprs.append(consts[i])
         else:
-            offs[i] = r * BLOCK
-            exprs.append(f"loc[{r * BLOCK} + j]")
+            (soffs if i in seq else offs)[i] = r * blk
+            exprs.append(f"loc[{r * blk} + j]")
             r += 1
-    return exprs, offs
+    return exprs, offs, soffs
 
 
-def _gen_forward_src(S: int, P: int, consts: dict) -> str:
+def _gen_forward_src(S: int, P: int, consts: dict, seq: tuple, blk: int) -> str:
     # A block's states, parameters and NaN accumulator live in one flat local buffer ``loc`` at offsets that are
-    # multiples of BLOCK (compile-time constants): LLVM sees a single pointer with constant distances, so the
+    # multiples of ``blk`` (compile-time constants): LLVM sees a single pointer with constant distances, so the
     # per-row loop needs at most 3 runtime alias checks and vectorises.  ``row_fwd`` is its own function, so no
-    # loop value lives past the loop.
-    o_s = [i * BLOCK for i in range(S)]
-    p_expr, o_p = _param_slots(P, consts, S)
-    o_acc = (S + len(o_p)) * BLOCK
+    # loop value lives past the loop.  Parameters that change over time (``seq``) are filled from their
+    # ``[T, Q]`` tables before every step.
+    o_s = [i * blk for i in range(S)]
+    p_expr, o_p, o_sp = _param_slots(P, consts, seq, S, blk)
+    o_acc = (S + len(o_p) + len(o_sp)) * blk
     L = []
     a = L.append
     a("def row_fwd(xr, orow, loc):")
@@ -356,19 +441,21 @@ def _gen_forward_src(S: int, P: int, consts: dict) -> str:
     a(f"        loc[{o_acc} + j] += xj * ZERO")
     a("")
     a("")
-    a("def fused_fwd(x, st0, prm, rec, out, vseq, st_last, bad):")
+    a("def fused_fwd(x, st0, prm, stab, sinner, sq, rec, out, vseq, st_last, bad):")
     a("    T, N = x.shape")
-    a(f"    nblk = (N + {BLOCK - 1}) // {BLOCK}")
+    a(f"    nblk = (N + {blk - 1}) // {blk}")
     a("    for b in prange(nblk):")
-    a(f"        n0 = b * {BLOCK}")
-    a(f"        n1 = min(n0 + {BLOCK}, N)")
+    a(f"        n0 = b * {blk}")
+    a(f"        n1 = min(n0 + {blk}, N)")
     a("        m = n1 - n0")
-    a(f"        loc = np.zeros({o_acc + BLOCK}, dtype=x.dtype)")
+    a(f"        loc = np.zeros({o_acc + blk}, dtype=x.dtype)")
     for i in range(S):
         a(f"        loc[{o_s[i]}:{o_s[i]} + m] = st0[{i}, n0:n1]")
     for r, k in enumerate(o_p.values()):
         a(f"        loc[{k}:{k} + m] = prm[{r}, n0:n1]")
     a("        for t in range(T):")
+    for r, k in enumerate(o_sp.values()):
+        a(f"            fill_runs(loc[{k}:{k} + m], n0, m, stab[{r}, t], sinner[{r}], sq[{r}])")
     a("            row_fwd(x[t, n0:n1], out[t, n0:n1], loc)")
     a("            if rec:")
     a("                vseq[t, n0:n1] = loc[:m]")
@@ -380,68 +467,84 @@ def _gen_forward_src(S: int, P: int, consts: dict) -> str:
     return "\n".join(L) + "\n"
 
 
-def _gen_backward_src(S: int, P: int, consts: dict) -> str:
+def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, replay: bool, blk: int) -> str:
     # Per block: replay the forward from the initial state (the states entering every step land in a block-local
-    # history of T x S x BLOCK values that stays in cache), then run the vjp in reverse time.  Nothing [T, N]-sized
-    # is saved by the forward.  ``loc`` holds states, parameters, state gradients and parameter gradients.
-    o_s = [i * BLOCK for i in range(S)]
-    p_expr, o_p = _param_slots(P, consts, S)
-    Pa = len(o_p)
-    o_g = [(S + Pa + i) * BLOCK for i in range(S)]
-    o_gp = {i: (2 * S + Pa + r) * BLOCK for r, i in enumerate(o_p)}
-    K = 2 * (S + Pa)
+    # history of T x S x blk values that stays in cache), then run the vjp in reverse time.  Nothing [T, N]-sized
+    # is saved by the forward.  ``loc`` holds states, parameters, state gradients and the gradients of the
+    # parameters listed in ``grads`` (the others are not computed: the compiler drops their code).  Without
+    # ``replay`` (the vjp reads no state) there is no replay and no history.  The gradient of a ``seq``
+    # parameter is summed per step over each run of equal table entries into ``gseq[r, block, t, run]``.
+    o_s = [i * blk for i in range(S)]
+    p_expr, o_p, o_sp = _param_slots(P, consts, seq, S, blk)
+    Pa = len(o_p) + len(o_sp)
+    o_g = [(S + Pa + i) * blk for i in range(S)]
+    o_gp = {i: (2 * S + Pa + r) * blk for r, i in enumerate(grads)}
+    K = 2 * S + Pa + len(grads)
     L = []
     a = L.append
-    a("def row_replay(xr, hr, loc):")
-    a("    for j in range(xr.shape[0]):")
-    for i in range(S):
-        a(f"        a{i} = loc[{o_s[i]} + j]")
-        a(f"        hr[{o_s[i]} + j] = a{i}")
-    a(f"        o, {', '.join(f'n{i}' for i in range(S))} = STEP(xr[j], "
-      f"{', '.join([f'a{i}' for i in range(S)] + p_expr)})")
-    for i in range(S):
-        a(f"        loc[{o_s[i]} + j] = n{i}")
-    a("")
-    a("")
+
+    def fills(indent):
+        for r, k in enumerate(o_sp.values()):
+            a(f"{indent}fill_runs(loc[{k}:{k} + m], n0, m, stab[{r}, t], sinner[{r}], sq[{r}])")
+
+    if replay:
+        a("def row_replay(xr, hr, loc):")
+        a("    for j in range(xr.shape[0]):")
+        for i in range(S):
+            a(f"        a{i} = loc[{o_s[i]} + j]")
+            a(f"        hr[{o_s[i]} + j] = a{i}")
+        a(f"        o, {', '.join(f'n{i}' for i in range(S))} = STEP(xr[j], "
+          f"{', '.join([f'a{i}' for i in range(S)] + p_expr)})")
+        for i in range(S):
+            a(f"        loc[{o_s[i]} + j] = n{i}")
+        a("")
+        a("")
     a("def row_bwd(gor, xr, gxr, hr, loc, alpha):")
     a("    for j in range(xr.shape[0]):")
-    args = ["gor[j]"] + [f"loc[{k} + j]" for k in o_g] + ["xr[j]"] + [f"hr[{k} + j]" for k in o_s] + \
-        p_expr + ["alpha"]
-    outs = ["dx"] + [f"ds{i}" for i in range(S)] + [f"dp{i}" if i in o_p else "_" for i in range(P)]
+    st_args = [f"hr[{k} + j]" for k in o_s] if replay else ["ZERO"] * S
+    args = ["gor[j]"] + [f"loc[{k} + j]" for k in o_g] + ["xr[j]"] + st_args + p_expr + ["alpha"]
+    outs = ["dx"] + [f"ds{i}" for i in range(S)] + [f"dp{i}" if i in o_gp else "_" for i in range(P)]
     a(f"        {', '.join(outs)} = VJP({', '.join(args)})")
     a("        gxr[j] = dx")
     for i in range(S):
         a(f"        loc[{o_g[i]} + j] = ds{i}")
     for i, k in o_gp.items():
-        a(f"        loc[{k} + j] += dp{i}")
+        a(f"        loc[{k} + j] {'=' if i in o_sp else '+='} dp{i}")
     a("")
     a("")
-    a("def fused_bwd(gout, gst_last, gvseq, x, st0, prm, alpha, gx, gst0, gprm):")
+    a("def fused_bwd(gout, gst_last, gvseq, x, st0, prm, stab, sinner, sq, alpha, gx, gst0, gprm, gseq):")
     a("    T, N = x.shape")
-    a(f"    nblk = (N + {BLOCK - 1}) // {BLOCK}")
+    a(f"    nblk = (N + {blk - 1}) // {blk}")
     a("    has_gv = gvseq.shape[0] > 0")
-    a(f"    H = {S * BLOCK}")
+    a(f"    H = {S * blk if replay else 0}")
     a("    for b in prange(nblk):")
-    a(f"        n0 = b * {BLOCK}")
-    a(f"        n1 = min(n0 + {BLOCK}, N)")
+    a(f"        n0 = b * {blk}")
+    a(f"        n1 = min(n0 + {blk}, N)")
     a("        m = n1 - n0")
-    a(f"        loc = np.zeros({K * BLOCK}, dtype=x.dtype)")
+    a(f"        loc = np.zeros({K * blk}, dtype=x.dtype)")
     a("        hist = np.empty(T * H, dtype=x.dtype)")
-    for i in range(S):
-        a(f"        loc[{o_s[i]}:{o_s[i]} + m] = st0[{i}, n0:n1]")
+    if replay:
+        for i in range(S):
+            a(f"        loc[{o_s[i]}:{o_s[i]} + m] = st0[{i}, n0:n1]")
     for r, k in enumerate(o_p.values()):
         a(f"        loc[{k}:{k} + m] = prm[{r}, n0:n1]")
-    a("        for t in range(T):")
-    a("            row_replay(x[t, n0:n1], hist[t * H:(t + 1) * H], loc)")
+    if replay:
+        a("        for t in range(T):")
+        fills("            ")
+        a("            row_replay(x[t, n0:n1], hist[t * H:(t + 1) * H], loc)")
     for i in range(S):
         a(f"        loc[{o_g[i]}:{o_g[i]} + m] = gst_last[{i}, n0:n1]")
     a("        for t in range(T - 1, -1, -1):")
     a("            if has_gv:")
     a(f"                loc[{o_g[0]}:{o_g[0]} + m] += gvseq[t, n0:n1]")
+    fills("            ")
     a("            row_bwd(gout[t, n0:n1], x[t, n0:n1], gx[t, n0:n1], hist[t * H:(t + 1) * H], loc, alpha)")
+    for r, i in enumerate(i for i in o_sp if i in o_gp):
+        k = o_gp[i]
+        a(f"            sum_runs(gseq[{r}, b, t], n0, m, loc[{k}:{k} + m], sinner[{list(o_sp).index(i)}])")
     for i in range(S):
         a(f"        gst0[{i}, n0:n1] = loc[{o_g[i]}:{o_g[i]} + m]")
-    for r, k in enumerate(o_gp.values()):
+    for r, (i, k) in enumerate((i, k) for i, k in o_gp.items() if i not in o_sp):
         a(f"        gprm[{r}, n0:n1] = loc[{k}:{k} + m]")
     return "\n".join(L) + "\n"
 
@@ -455,12 +558,12 @@ def _forward_kernel(cell: Cell, np_dtype, consts=()):
     return fn
 
 
-def _backward_kernel(cell: Cell, np_dtype, surrogate: Surrogate, consts=()):
-    key = (cell, np_dtype.str, surrogate.grad_source, consts)
+def _backward_kernel(cell: Cell, np_dtype, surrogate: Surrogate, consts=(), grads=()):
+    key = (cell, np_dtype.str, surrogate.grad_source, consts, grads)
     with _lock:
         fn = _BWD.get(key)
         if fn is None:
-            fn = _BWD[key] = _build(cell, np_dtype, "bwd", surrogate.grad_source, consts)
+            fn = _BWD[key] = _build(cell, np_dtype, "bwd", surrogate.grad_source, consts, grads)
     return fn
 
 
@@ -472,6 +575,22 @@ def _param_row(p, like: torch.Tensor, shape, N: int) -> torch.Tensor:
     if not torch.is_tensor(p):
         return torch.full((N,), float(p), dtype=like.dtype)
     return torch.broadcast_to(p.detach().to(like.dtype), shape).reshape(N)
+
+
+def _seq_table(p: torch.Tensor, T: int, shape):
+    """A parameter broadcastable to ``[T, *shape]`` as ``(table [T, Q], inner, Q, table shape)``: the value of
+    neuron ``n`` (C order) at step ``t`` is ``table[t, (n // inner) % Q]``.  The dims along which ``p`` varies
+    span ``Q`` (e.g. the channels: ``inner`` = H x W); dims that are not contiguous are expanded."""
+    nd = len(shape)
+    p = p.detach().reshape((1,) * (nd + 1 - p.dim()) + tuple(p.shape))
+    var = [d for d in range(nd) if p.shape[1 + d] != 1]
+    if var and var != list(range(var[0], var[-1] + 1)):
+        var = list(range(var[0], var[-1] + 1))
+    d0, d1 = (var[0], var[-1]) if var else (nd, nd - 1)
+    Q = int(np.prod(shape[d0:d1 + 1])) if var else 1
+    inner = int(np.prod(shape[d1 + 1:])) if var else 1
+    tshape = (T, *[shape[d] if d0 <= d <= d1 else 1 for d in range(nd)])
+    return p.expand(tshape).reshape(T, Q).contiguous(), inner, Q, tshape
 
 
 class FusedCellFn(torch.autograd.Function):
@@ -489,24 +608,32 @@ class FusedCellFn(torch.autograd.Function):
         shape = x_seq.shape[1:]
         N = int(np.prod(shape)) if len(shape) else 1
         x2 = x_seq.detach().reshape(T, N).contiguous()
-        consts, arr = _split_params(cell, params)
+        consts, arr, seq = _split_params(cell, params)
         st0 = torch.stack([s.detach().to(x2.dtype).reshape(N) for s in states])
         prm = torch.stack([_param_row(params[i], x2, shape, N) for i in arr]) if arr else x2.new_empty(0, N)
+        tabs = [_seq_table(params[i].to(x2.dtype), T, shape) for i in seq]
+        qmax = max([t[2] for t in tabs], default=0)
+        stab = x2.new_zeros(len(seq), T, qmax)
+        for r, (tab, _, q, _) in enumerate(tabs):
+            stab[r, :, :q] = tab
+        sinner = np.array([t[1] for t in tabs], dtype=np.int64)
+        sq = np.array([t[2] for t in tabs], dtype=np.int64)
         # [T, N] outputs come from the CPU kernels' buffer pool (a fresh 16 MB buffer costs as much in page faults
         # as the whole kernel)
         out = _POOL.empty(x2.shape, x2.dtype)
         vseq = _POOL.empty(x2.shape, x2.dtype) if record else x2.new_empty(0, 0)
         st_last = torch.empty_like(st0)
-        bad = np.zeros((N + BLOCK - 1) // BLOCK, dtype=np.uint8)
+        kernel, blk = _forward_kernel(cell, _np(x2).dtype, consts)
+        bad = np.zeros((N + blk - 1) // blk, dtype=np.uint8)
         _sync_threads(T * N)
-        _forward_kernel(cell, _np(x2).dtype, consts)(_np(x2), _np(st0), _np(prm), record, _np(out), _np(vseq),
-                                                     _np(st_last), bad)
+        kernel(_np(x2), _np(st0), _np(prm), _np(stab), sinner, sq, record, _np(out), _np(vseq), _np(st_last), bad)
         if check and bad.any():
             raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
-        # saved for backward: x (the input itself, no copy when contiguous), the initial states and the parameter
-        # rows ([S + P, N]): the backward replays the forward block by block instead of saving [T, N] states
-        ctx.save_for_backward(x2, st0, prm)
-        ctx.cfg = (cell, surrogate, record, T, N, shape, consts, arr)
+        # saved for backward: x (the input itself, no copy when contiguous), the initial states, the parameter
+        # rows ([S + P, N]) and tables: the backward replays the forward block by block instead of saving [T, N]
+        # states
+        ctx.save_for_backward(x2, st0, prm, stab)
+        ctx.cfg = (cell, surrogate, record, T, N, shape, consts, arr, seq, sinner, sq, [t[3] for t in tabs])
         ctx.p_shapes = [p.shape if torch.is_tensor(p) else None for p in params]
         ctx.s_shapes = [s.shape for s in states]
         res = [out.reshape(x_seq.shape), vseq.reshape(x_seq.shape) if record else x2.new_empty(0)]
@@ -515,35 +642,57 @@ class FusedCellFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out, g_vseq, *g_states):
-        x2, st0, prm = ctx.saved_tensors
-        cell, surrogate, record, T, N, shape, consts, arr = ctx.cfg
+        x2, st0, prm, stab = ctx.saved_tensors
+        cell, surrogate, record, T, N, shape, consts, arr, seq, sinner, sq, tshapes = ctx.cfg
         S = cell.n_states
         dt = x2.dtype
         go = (g_out if g_out is not None else x2.new_zeros(T, N)).reshape(T, N).contiguous().to(dt)
         gv = g_vseq.reshape(T, N).contiguous().to(dt) if (record and g_vseq is not None) else x2.new_empty(0, 0)
         gsl = torch.stack([(g if g is not None else x2.new_zeros(N)).reshape(N).to(dt) for g in g_states])
+        needs = ctx.needs_input_grad
+        # parameter gradients: all of them or none (two kernels per cell at most; the compiler drops the code of
+        # the gradients a kernel does not compute, and their rows leave the block buffer)
+        grads = tuple(sorted(arr + seq)) if any(needs[5 + S + i] for i in arr + seq) else ()
+        g_arr = [i for i in grads if i not in seq]
+        g_seq = [i for i in grads if i in seq]
+        kernel, blk = _backward_kernel(cell, _np(x2).dtype, surrogate, consts, grads)
+        nblk = (N + blk - 1) // blk
+        runs = max([blk // int(sinner[seq.index(i)]) + 2 for i in g_seq], default=0)
         gx = _POOL.empty(x2.shape, dt)
         gst0 = torch.empty(S, N, dtype=dt)
-        gprm = torch.empty(len(arr), N, dtype=dt)
+        gprm = torch.empty(len(g_arr), N, dtype=dt)
+        gseq = torch.zeros(len(g_seq), nblk, T, runs, dtype=dt)
         alpha = np.array(surrogate.alpha, dtype=_np(x2).dtype)[()]
         _sync_threads(T * N)
-        _backward_kernel(cell, _np(x2).dtype, surrogate, consts)(_np(go), _np(gsl), _np(gv), _np(x2), _np(st0),
-                                                                  _np(prm), alpha, _np(gx), _np(gst0), _np(gprm))
-        needs = ctx.needs_input_grad
+        kernel(_np(go), _np(gsl), _np(gv), _np(x2), _np(st0), _np(prm), _np(stab), sinner, sq, alpha, _np(gx),
+               _np(gst0), _np(gprm), _np(gseq))
         g_st = [gst0[i].reshape(shape).sum_to_size(ctx.s_shapes[i]) if needs[5 + i] else None for i in range(S)]
         g_p = [None] * cell.n_params
-        for r, i in enumerate(arr):
+        for r, i in enumerate(g_arr):
             ps = ctx.p_shapes[i]
             if ps is not None and needs[5 + S + i]:
                 g = gprm[r].reshape(shape)
                 g_p[i] = g.sum_to_size(ps) if len(ps) else g.sum()
+        for r, i in enumerate(g_seq):
+            if needs[5 + S + i]:
+                k = seq.index(i)
+                inner, q = int(sinner[k]), int(sq[k])
+                # run j of block b holds table entry ((b * blk) // inner + j) % Q
+                idx = (torch.arange(nblk).mul_(blk).div_(inner, rounding_mode="floor")[:, None]
+                       + torch.arange(runs)[None, :]) % q
+                gt = x2.new_zeros(T, q).index_add_(1, idx.reshape(-1), gseq[r].permute(1, 0, 2).reshape(T, -1))
+                g_p[i] = gt.reshape(tshapes[k]).sum_to_size(ctx.p_shapes[i])
         return (None, None, None, None, gx.reshape((T, *shape)), *g_st, *g_p)
 
 
 def _split_params(cell: Cell, params):
-    """``(values of cell.const_params, indices of the parameters passed as per-neuron rows)``."""
-    consts, arr = [], []
+    """``(values of cell.const_params, indices of the parameters passed as per-neuron rows, indices of
+    cell.seq_params)``."""
+    consts, arr, seq = [], [], []
     for i, (name, p) in enumerate(zip(cell.params, params)):
+        if name in cell.seq_params:
+            seq.append(i)
+            continue
         if name not in cell.const_params:
             arr.append(i)
             continue
@@ -553,7 +702,7 @@ def _split_params(cell: Cell, params):
                                  f"(it is compiled in), got a tensor of shape {tuple(p.shape)}")
             p = p.item()
         consts.append(float(p))
-    return tuple(consts), arr
+    return tuple(consts), arr, seq
 
 
 def reference_seq(cell: Cell, x_seq, states, params, surrogate: Surrogate, record: bool = False):
@@ -561,12 +710,26 @@ def reference_seq(cell: Cell, x_seq, states, params, surrogate: Surrogate, recor
     step = torch_step(cell, surrogate)
     outs, vs = [], []
     states = tuple(states)
-    for x in x_seq.unbind(0):
-        o, *states = step(x, *states, *params)
+    T = x_seq.shape[0]
+    seq = [n in cell.seq_params for n in cell.params]  # seq params have x_seq's rank (see run_cell)
+    for t, x in enumerate(x_seq.unbind(0)):
+        ps = [(p[t] if p.shape[0] == T else p[0]) if is_seq else p for p, is_seq in zip(params, seq)]
+        o, *states = step(x, *states, *ps)
         outs.append(o)
         if record:
             vs.append(states[0])
     return torch.stack(outs), tuple(states), (torch.stack(vs) if record else None)
+
+
+def _seq_view(name: str, p: torch.Tensor, x_seq: torch.Tensor) -> torch.Tensor:
+    """A time-varying parameter with ``x_seq``'s rank (leading dims of size 1 added), checked to broadcast."""
+    try:
+        ok = torch.broadcast_shapes(p.shape, x_seq.shape) == x_seq.shape
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: shape {tuple(p.shape)} does not broadcast to x_seq's {tuple(x_seq.shape)}") from None
+    return p.reshape((1,) * (x_seq.dim() - p.dim()) + tuple(p.shape))
 
 
 def resolve_cell_backend(backend: str, x: torch.Tensor) -> str:
@@ -595,6 +758,7 @@ def run_cell(cell: Cell, x_seq: torch.Tensor, states=None, params=(), surrogate=
                          f"{len(states)} and {len(params)}")
     params = tuple(p.to(x_seq.dtype) if torch.is_tensor(p) else
                    torch.tensor(float(p), dtype=x_seq.dtype, device=x_seq.device) for p in params)
+    params = tuple(_seq_view(n, p, x_seq) if n in cell.seq_params else p for n, p in zip(cell.params, params))
     name = resolve_cell_backend(backend, x_seq)
     if name == "reference":
         if check and not bool(torch.isfinite(x_seq).all()):
@@ -611,7 +775,8 @@ def run_cell(cell: Cell, x_seq: torch.Tensor, states=None, params=(), surrogate=
     if order is not None:  # a dense non-C layout (channels-last): run in memory order, return the same layout
         x_seq = permute_seq(x_seq, order)
         states = tuple(permute_step(s, order) for s in states)
-        params = tuple(permute_step(p, order) for p in params)
+        params = tuple(permute_seq(p, order) if n in cell.seq_params else permute_step(p, order)
+                       for n, p in zip(cell.params, params))
     res = FusedCellFn.apply(cell, sg, record, check, x_seq, *states, *params)
     out, vseq, final = res[0], res[1], tuple(res[2:])
     if order is not None:

@@ -4,7 +4,7 @@ from .attention import SCTFA, SCTFAttention
 from .norm import BNTT, TEBN, TdBN, make_norm
 from .pooling import VotingPool
 from .stcb import STCB, stcb_rate, stcb_temporal
-from .timefold import TimeFold, fold, unfold
+from .timefold import TIME_INVARIANT, TimeFold, fold, repeats_one_step, unfold
 
-__all__ = ["TimeFold", "fold", "unfold", "TdBN", "BNTT", "TEBN", "make_norm", "SCTFA", "SCTFAttention",
+__all__ = ["TimeFold", "fold", "unfold", "repeats_one_step", "TIME_INVARIANT", "TdBN", "BNTT", "TEBN", "make_norm", "SCTFA", "SCTFAttention",
            "VotingPool", "STCB", "stcb_rate", "stcb_temporal"]

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..functional._checks import check_number
+from .timefold import repeats_one_step
 
 
 def _check_count(name, value, low=1):
@@ -95,6 +96,9 @@ class TdBN(_FoldedBN):
             w = torch.full((self.num_features,), scale, dtype=x_seq.dtype, device=x_seq.device) if w is None \
                 else w * scale
         T = x_seq.shape[0]
+        if repeats_one_step(x_seq):  # one step repeated (direct coding): normalise it once (see TimeFold)
+            y = self._bn(x_seq[0], w)
+            return y.unsqueeze(0).expand(T, *y.shape)
         y = self._bn(x_seq.flatten(0, 1), w)
         return y.reshape(T, -1, *y.shape[1:])
 

@@ -24,12 +24,32 @@ def check_frame_size(x_seq: torch.Tensor, input_size: int) -> None:
                          f"got {tuple(x_seq.shape[-2:])}")
 
 
+def channels_last_steps(x_seq: torch.Tensor) -> torch.Tensor:
+    """``[T, B, C, H, W]`` with every step in channels-last memory order (values unchanged).  A sequence that
+    repeats one step (stride 0 over time, the ``direct`` encoder's output) stays a repeat of one step."""
+    if x_seq.dim() != 5:
+        return x_seq
+    T = x_seq.shape[0]
+    if T > 1 and x_seq.stride(0) == 0:
+        step = x_seq[0].contiguous(memory_format=torch.channels_last)
+        return step.unsqueeze(0).expand(T, *step.shape)
+    return x_seq.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
 class SpikingModel(nn.Module):
     """Base of registered models.
 
     ``forward(x)`` accepts a static batch ``[B, C, H, W]`` (encoded to ``[T, B, C, H, W]`` by ``encoder``) or a
     sequence ``[T, B, C, H, W]``; subclasses implement ``forward_seq(x_seq) -> [T, B, num_classes]``.
+
+    Memory order: with ``channels_last`` (True for image models) the input sequence is put in channels-last
+    order, one step at a time (:func:`channels_last_steps`); convolution, BatchNorm and pooling then run
+    oneDNN's channels-last kernels (about 1.5-2x faster on CPU than the NCHW ones for these sizes) and every
+    spikeforge neuron keeps that order (the fused kernels work in memory order).  Outputs and gradients are the
+    same up to float rounding of the convolutions; parameters and checkpoints are unaffected.
     """
+
+    channels_last = True
 
     def __init__(self, num_classes: int, in_channels: int, T: int = 4, encoder: str = "direct",
                  static_ndim: int = 4):
@@ -64,6 +84,8 @@ class SpikingModel(nn.Module):
                              f"got {ch} in shape {tuple(x.shape)}")
         if x.dim() == nd:
             x = ENCODERS.get(self.encoder).factory(x, self.T)
+        if self.channels_last and nd == 4:
+            x = channels_last_steps(x)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

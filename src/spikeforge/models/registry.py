@@ -8,18 +8,25 @@ MODELS = Registry("model")
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 1, neuron: str = "lif",
-                 neuron_kwargs: dict | None = None, T: int = 4, **kwargs):
+                 neuron_kwargs: dict | None = None, T: int = 4, channels_last: bool | None = None, **kwargs):
     """Build a registered model, e.g. ``create_model("convnet", num_classes=10, in_channels=1, T=4)``.
 
     Every model takes a static batch ``[B, C, H, W]`` (encoded inside, direct coding by default) or a
-    sequence ``[T, B, C, H, W]``, and returns per-step outputs ``[T, B, num_classes]``.
+    sequence ``[T, B, C, H, W]``, and returns per-step outputs ``[T, B, num_classes]``.  ``channels_last``
+    (default: the model's own choice, True for conv nets) runs the image path in channels-last memory order,
+    which is up to 2x faster for convolution, BatchNorm and pooling on CPU (see :class:`SpikingModel`).
     """
     from ..neurons import NEURONS
 
     if neuron not in NEURONS:
         raise ValueError(f"neuron: unknown value {neuron!r}; available: {', '.join(NEURONS.list())}")
-    return MODELS.create(name, num_classes=num_classes, in_channels=in_channels, neuron=neuron,
-                         neuron_kwargs=neuron_kwargs, T=T, **kwargs)
+    if channels_last is not None and not isinstance(channels_last, bool):
+        raise ValueError(f"channels_last: expected True, False or None, got {channels_last!r}")
+    model = MODELS.create(name, num_classes=num_classes, in_channels=in_channels, neuron=neuron,
+                          neuron_kwargs=neuron_kwargs, T=T, **kwargs)
+    if channels_last is not None:
+        model.channels_last = channels_last
+    return model
 
 
 def list_models() -> list[str]:

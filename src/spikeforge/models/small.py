@@ -25,6 +25,8 @@ from .registry import MODELS
 class SpikingMLP(SpikingModel):
     """Flatten -> [Linear -> neuron] x len(hidden) -> Linear readout."""
 
+    channels_last = False  # no convolutions: C order is what the flatten needs
+
     def __init__(self, num_classes=10, in_channels=1, neuron="lif", neuron_kwargs=None, T=4, input_size=28,
                  hidden=(256,), encoder="direct"):
         super().__init__(num_classes, in_channels, T, encoder)
