@@ -113,12 +113,15 @@ def main(argv=None) -> int:
         "",
         f"Input `[T={T}, B={B}, C={C}, {H}, {W}]` float32 (N = 4096 per sample), `out.backward(g)` with random g; "
         "median wall time, compile excluded. Fused = `backend='cpu'` (the generic numba driver of "
-        "`spikeforge.kernels.fused`: vectorised row loops, the backward replays the forward per block; STL and "
+        "`spikeforge.kernels.fused`: vectorised row loops, the backward replays the forward per block, GLIF's "
+        "conductance current is computed inside the kernel; STL and "
         "PLIF run the LIF kernel of `kernels/cpu.py`), reference = the plain "
         "torch loop (`backend='reference'`). SpikingJelly 2.0 (`--no-deps`), torch backend: `GatedLIFNode` for "
         "GLIF, `ParametricLIFNode` for PLIF. The machine is shared (2 cores), so expect noise; "
         f"the first columns use torch's default {torch.get_num_threads()} threads, the 1-thread columns "
-        "`torch.set_num_threads(1)` (the fused kernels follow torch's thread count).",
+        "`torch.set_num_threads(1)` (the fused kernels follow torch's thread count). "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')} (torch is imported before spikeforge, so "
+        "spikeforge does not set it: see docs/kernels.md, Threads).",
         "",
         "| neuron | fused (ms) | reference (ms) | fused speed-up | fused, 1 thread (ms) | reference, 1 thread (ms) "
         f"| speed-up, 1 thread | SpikingJelly 2.0 (ms) | fused vs SpikingJelly |",

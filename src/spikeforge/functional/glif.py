@@ -100,8 +100,9 @@ def glif(x_seq, state=None, *, tau=0.25, v_threshold=0.5, leak=0.0625, v_reset=0
     check_number("v_threshold", v_threshold, low=0.0, low_inclusive=False)
     check_number("leak", leak)
     check_number("v_reset", v_reset)
-    return cell_seq(GLIF_CELL, x_seq, state, GLIFState, (tau, v_threshold, leak, v_reset, alpha, gamma, beta,
-                                                         conductance), surrogate=surrogate, backend=backend, return_v=return_v, check_inputs=check_inputs)
+    params = (tau, v_threshold, leak, v_reset, alpha, gamma, beta, conductance)
+    return cell_seq(GLIF_CELL, x_seq, state, GLIFState, params, surrogate=surrogate, backend=backend,
+                    return_v=return_v, check_inputs=check_inputs)
 
 
 def glif_step(x_t, state=None, **kw):

@@ -4,19 +4,22 @@ Same recurrence as :mod:`spikeforge.kernels.reference`, written with the same fl
 (and no ``fastmath``), so spikes and membrane potentials are bit-identical to it.
 
 Layout: the input is viewed as ``x[T, N]`` (``N`` = every non-time element, C order).  The kernels are
-parallel over blocks of ``block`` neurons (``prange``) and sequential in time; inside a block the neuron
-loop is contiguous, so LLVM vectorises it, and the block's state stays in L1.
+parallel over blocks of neurons (``prange``) and sequential in time; inside a block the neuron loop is
+contiguous, so LLVM vectorises it, and the block's state stays in cache.
 
 Memory: the forward writes only the spikes (and ``v_seq`` when asked); it saves for backward the *input*
 ``x`` (4 B/element in float32, and nothing new is allocated for it) plus the initial state.  The backward
-re-runs the forward of one block of neurons into the gradient buffer itself (``T x block`` values, which
-stay in cache), then walks back in time, overwriting each :math:`h_t` with :math:`\partial L/\partial x_t`.
-The surrogate derivative is the very function written in :mod:`spikeforge.surrogate`, bound to scalar math.
+re-runs the forward of one block of neurons into a block-local buffer (``T x block`` values, which stay in
+cache), then walks back in time writing :math:`\partial L/\partial x_t`.  Outputs too large for the cache are
+written with non-temporal stores (see :func:`_stream`).
+
+Compilation: the kernels are generated as source (:func:`_module`) with the flags' row loops specialised and
+the surrogate derivative -- the very function written in :mod:`spikeforge.surrogate` -- inlined into the
+backward's reverse loop; everything is typed like the data (float32 kernels compute in float32).  The drivers
+compile once per dtype, the reverse loops once per (dtype, surrogate), both cached on disk.
 
 Why numba: it ships as a wheel (no compiler at install time), runs the loops multi-threaded without the GIL
-and can inline the surrogate source.  The forward compiles once per dtype (cached on disk); the backward once
-per (surrogate, dtype) in a process.  Compilation happens on first use and is excluded from benchmarks.
-See docs/kernels.md.
+and can inline the surrogate source.  See docs/kernels.md.
 
 Example:
     >>> import torch
@@ -33,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -56,7 +60,7 @@ from ._layout import state_vec as _state_vec
 L2_BYTES = 512 * 1024  # per-block working set target of the backward (T x block values)
 FWD_BLOCK = 16384  # neurons per block of the forward: its working set is one row of v (long streams of x, s)
 _lock = threading.Lock()
-_MODULES: dict = {}  # (dtype name,) or (dtype name, derivative function) -> generated module
+_MODULES: dict = {}  # (dtype, None) or (dtype, derivative function) -> generated module
 
 
 def _numba():
@@ -96,6 +100,25 @@ v2 = f[:, ::1]
 JIT = dict(nogil=True, cache=CACHE, error_model="numpy")  # no fastmath: h_t must match the reference bit for bit
 
 
+@nb.extending.intrinsic
+def store_nt(typingctx, arr, idx, val):
+    # arr[idx] = val as a non-temporal (streaming) store, which skips reading the line into the cache first.  It
+    # claims 64-byte alignment: only for rows that start 64-byte aligned (the caller checks), so that the
+    # vectorised loop's stores (at multiples of the vector width from the row start) are aligned.
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args[0]
+        ary = context.make_array(aty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [args[1]], wraparound=False)
+        st = builder.store(args[2], ptr, align=64)
+        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return nb.types.void(arr, idx, arr.dtype), codegen
+
+
 @nb.njit(inline="always")
 def relu(x):
     return x if x > ZERO else ZERO  # not 0 * x: that is NaN for x = -inf
@@ -116,10 +139,11 @@ def _tag(hard, decay=None):
     return ("hard" if hard else "soft") + ("" if decay is None else "_decay" if decay else "_nodecay")
 
 
-_FWD_ROW_SIG = "nb.types.intp(v1, v1, v1, f, f, f)"  # (x_t, s_t, v, k, th, v_reset) -> number of non-finite x
+# (x_t, s_t, v, k, th, v_reset, stream) -> number of non-finite x; stream: s_t by non-temporal stores
+_FWD_ROW_SIG = "nb.types.intp(v1, v1, v1, f, f, f, nb.types.boolean)"
 _REPLAY_ROW_SIG = "nb.types.void(v1, v1, v1, f, f, f)"  # (x_t, h_t, v, k, th, v_reset)
-# (h_t -> dL/dx_t, dL/ds_t, dL/dv_t from v_seq, dL/dv_t -> dL/dv_{t-1}, th, kx, 1 - k, nd, v_reset, alpha)
-_REVERSE_ROW_SIG = "nb.types.void(v1, v1, v1, v1, f, f, f, f, f, f)"
+# (h_t, dL/dx_t, dL/ds_t, dL/dv_t from v_seq, dL/dv_t -> dL/dv_{t-1}, th, kx, 1 - k, nd, v_reset, alpha, stream)
+_REVERSE_ROW_SIG = "nb.types.void(v1, v1, v1, v1, v1, f, f, f, f, f, f, nb.types.boolean)"
 _SG_ROW_SIG = "nb.types.void(v1, f, v1)"  # (u, alpha, out)
 
 
@@ -129,15 +153,22 @@ def _rows_source():
     for hard, decay in _VARIANTS:
         a += [
             f"@nb.cfunc({_FWD_ROW_SIG}, **JIT)",
-            f"def fwd_row_{_tag(hard, decay)}(xr, sr, v, kk, th, v_reset):",
+            f"def fwd_row_{_tag(hard, decay)}(xr, sr, v, kk, th, v_reset, stream):",
             "    nbad = 0",
-            "    for j in range(xr.shape[0]):",
-            "        vj = v[j]",
-            "        xt = xr[j]",
-            "        " + _H[decay].format(k="kk"),
-            "        sr[j] = ONE if h >= th else ZERO",
-            "        v[j] = " + _V[hard].format(th="th"),
-            "        nbad += (xt - xt) != ZERO  # NaN iff x is NaN or inf",
+        ]
+        for stream in (True, False):
+            a += [
+                f"    {'if stream' if stream else 'else'}:",
+                "        for j in range(xr.shape[0]):",
+                "            vj = v[j]",
+                "            xt = xr[j]",
+                "            " + _H[decay].format(k="kk"),
+                "            store_nt(sr, j, ONE if h >= th else ZERO)" if stream else
+                "            sr[j] = ONE if h >= th else ZERO",
+                "            v[j] = " + _V[hard].format(th="th"),
+                "            nbad += (xt - xt) != ZERO  # NaN iff x is NaN or inf",
+            ]
+        a += [
             "    return nbad",
             "",
             "",
@@ -163,18 +194,22 @@ def _reverse_source():
         dvdh = "((ZERO if u >= ZERO else ONE) + nd * (v_reset - h) * g)" if hard else "(ONE + cs * g)"
         a += [
             f"@nb.cfunc({_REVERSE_ROW_SIG}, **JIT)",
-            f"def reverse_row_{_tag(hard)}(hr, gsr, gvr, dv, th, kx, omk, nd, v_reset, alpha):",
+            f"def reverse_row_{_tag(hard)}(hr, gxr, gsr, gvr, dv, th, kx, omk, nd, v_reset, alpha, stream):",
             "    cs = nd * -th",
-            "    for j in range(hr.shape[0]):",
-            "        h = hr[j]",
-            "        u = h - th",
-            "        g = _sg(u, alpha)",
-            f"        dh = gsr[j] * g + (dv[j] + gvr[j]) * {dvdh}",
-            "        hr[j] = dh * kx  # kx = k (decay_input) or 1",
-            "        dv[j] = dh * omk",
-            "",
-            "",
         ]
+        for stream in (True, False):
+            a += [
+                f"    {'if stream' if stream else 'else'}:",
+                "        for j in range(hr.shape[0]):",
+                "            h = hr[j]",
+                "            u = h - th",
+                "            g = _sg(u, alpha)",
+                f"            dh = gsr[j] * g + (dv[j] + gvr[j]) * {dvdh}",
+                "            store_nt(gxr, j, dh * kx)" if stream else
+                "            gxr[j] = dh * kx  # kx = k (decay_input) or 1",
+                "            dv[j] = dh * omk",
+            ]
+        a += ["", ""]
     a += [
         f"@nb.cfunc({_SG_ROW_SIG}, **JIT)",
         "def sg_row(u, alpha, out):",
@@ -193,9 +228,9 @@ def _drivers_source():
         f"REVERSE_ROW = {fn.format(_REVERSE_ROW_SIG)}",
         f"SG_ROW = {fn.format(_SG_ROW_SIG)}",
         "b_ = nb.types.boolean",
-        "FWD_SIG = nb.types.void(v2, v1, v1, v1, f, b_, b_, b_, nb.types.intp, v2, v2, v1, nb.types.uint8[::1], FWD_ROW)",
+        "FWD_SIG = nb.types.intp(v2, v1, v1, v1, f, b_, b_, b_, nb.types.intp, v2, v2, v1, b_, FWD_ROW)",
         "d1 = nb.types.float64[::1]",
-        "BWD_SIG = nb.types.void(v2, v2, b_, v2, v1, v1, v1, v1, f, b_, b_, b_, f, nb.types.intp, v2, v1, d1, d1,",
+        "BWD_SIG = nb.types.void(v2, v2, b_, v2, v1, v1, v1, v1, f, b_, b_, b_, f, nb.types.intp, v2, v1, d1, d1, b_,",
         "                        REPLAY_ROW, REVERSE_ROW, SG_ROW)",
         "",
         "",
@@ -205,12 +240,15 @@ def _drivers_source():
         "",
         "",
         "@nb.njit(FWD_SIG, parallel=True, **JIT)",
-        "def lif_fwd(x, v0, k, vth, v_reset, hard, decay_input, save_v, block, s, v_seq, v_last, bad, fwd_row):",
+        "def lif_fwd(x, v0, k, vth, v_reset, hard, decay_input, save_v, block, s, v_seq, v_last, stream, fwd_row):",
         "    # v_reset is v_r^0: the reset value for hard reset, 0 for soft reset (the caller passes 0).",
-        "    # fwd_row: the row loop for (hard, decay_input), used when k and vth are shared (length 1).",
+        "    # fwd_row: the row loop for (hard, decay_input), used when k and vth are shared (length 1); stream: write",
+        "    # the spikes with non-temporal stores (rows of s 64-byte aligned, checked by the caller).  Returns the",
+        "    # number of non-finite inputs.",
         "    T, N = x.shape",
         "    nblk = (N + block - 1) // block",
         "    shared = k.shape[0] == 1 and vth.shape[0] == 1",
+        "    nbad_all = 0",
         "    for b in prange(nblk):",
         "        n0 = b * block",
         "        n1 = min(n0 + block, N)",
@@ -219,7 +257,7 @@ def _drivers_source():
         "        nbad = 0",
         "        if shared:",
         "            for t in range(T):",
-        "                nbad += fwd_row(x[t, n0:n1], s[t, n0:n1], v, k[0], vth[0], v_reset)",
+        "                nbad += fwd_row(x[t, n0:n1], s[t, n0:n1], v, k[0], vth[0], v_reset, stream)",
         "                if save_v:",
         "                    v_seq[t, n0:n1] = v",
         "        else:",
@@ -243,17 +281,20 @@ def _drivers_source():
         "                if save_v:",
         "                    v_seq[t, n0:n1] = v",
         "        v_last[n0:n1] = v",
-        "        bad[b] = nbad > 0",
+        "        nbad_all += nbad",
+        "    return nbad_all",
         "",
         "",
         "@nb.njit(BWD_SIG, parallel=True, **JIT)",
         "def lif_bwd(x, gs, gs_const, gvseq, gvlast, v0, k, vth, v_reset, hard, decay_input, detach, alpha, block,",
-        "            gx, gv0, gk, gth, replay_row, reverse_row, sg_row):",
+        "            gx, gv0, gk, gth, stream, replay_row, reverse_row, sg_row):",
         "    # gs: [T, N], or (1, 1) holding one value for every element when gs_const; gvseq / gvlast: [T, N] / [N]",
-        "    # or empty for 'no gradient'.  gx doubles as scratch: it first receives h_t (replayed), which the reverse",
-        "    # sweep overwrites with dL/dx_t.  replay_row / reverse_row: the row loops for (hard, decay_input) and",
-        "    # (hard, surrogate), used when k and vth are shared and no parameter gradient is asked for.",
-        "    T, N = x.shape",
+        "    # or empty for 'no gradient'.  replay_row / reverse_row: the row loops for (hard, decay_input) and",
+        "    # (hard, surrogate), used when k and vth are shared and no parameter gradient is asked for; they replay",
+        "    # h_t into a block-local buffer and write dL/dx_t once (stream: by non-temporal stores, rows of gx",
+        "    # 64-byte aligned).  The generic path uses gx itself as that buffer: it first receives h_t, which the",
+        "    # reverse sweep overwrites with dL/dx_t.",
+"    T, N = x.shape",
         "    nblk = (N + block - 1) // block",
         "    has_gvseq = gvseq.shape[0] > 0",
         "    has_gvlast = gvlast.shape[0] > 0",
@@ -274,12 +315,14 @@ def _drivers_source():
         "            kk = k[0]",
         "            kx = kk if decay_input else ONE",
         "            omk = ONE - kk",
-        "            for t in range(T):  # 1. replay the forward: h_t (bit-identical to the forward's) into gx",
-        "                replay_row(x[t, n0:n1], gx[t, n0:n1], v, kk, vth[0], v_reset)",
-        "            for t in range(T - 1, -1, -1):  # 2. reverse sweep, overwriting h_t with dL/dx_t",
-        "                reverse_row(gx[t, n0:n1], gsrow if gs_const else gs[t, n0:n1],",
-        "                            gvseq[t, n0:n1] if has_gvseq else zrow, dv, vth[0], kx, omk, nd, v_reset, alpha)",
-        "            gv0[n0:n1] = dv",
+        "            hb = np.empty((T, m), dtype=x.dtype)  # h_t of the block (stays in cache)",
+        "            for t in range(T):  # 1. replay the forward: h_t, bit-identical to the forward's",
+        "                replay_row(x[t, n0:n1], hb[t], v, kk, vth[0], v_reset)",
+        "            for t in range(T - 1, -1, -1):  # 2. reverse sweep",
+        "                reverse_row(hb[t], gx[t, n0:n1], gsrow if gs_const else gs[t, n0:n1],",
+        "                            gvseq[t, n0:n1] if has_gvseq else zrow, dv, vth[0], kx, omk, nd, v_reset, alpha,",
+        "                            stream)",
+"            gv0[n0:n1] = dv",
         "            continue",
         "        # per-neuron parameters or parameter gradients: one loop, flags tested per element",
         "        kb = k[n0:n1].copy() if k.shape[0] > 1 else np.full(m, k[0])",
@@ -387,11 +430,13 @@ def _module(dtype: np.dtype, grad_src=None):
     ``~/.cache/spikeforge/cpu``) under a name holding its content hash, and numba caches its compiled code next to
     it, so a later process loads it instead of compiling (the hash makes a stale cache impossible).  Otherwise
     it is compiled from memory, with the derivative bound to scalar math by :func:`spikeforge.surrogate.bind`."""
-    key = (dtype.name, grad_src)
-    with _lock:
-        mod = _MODULES.get(key)
-        if mod is None:
-            mod = _MODULES[key] = _load_module(dtype, grad_src)
+    key = (dtype, grad_src)
+    mod = _MODULES.get(key)
+    if mod is None:
+        with _lock:
+            mod = _MODULES.get(key)
+            if mod is None:
+                mod = _MODULES[key] = _load_module(dtype, grad_src)
     return mod
 
 
@@ -428,18 +473,34 @@ def _load_module(dtype: np.dtype, grad_src):
     return mod
 
 
-def _fn_arg(cf):
-    """A compiled row loop as an argument a driver calls through its address (no lookup per call)."""
-    nb = _numba()
+_ROW_FN = None
 
-    class RowFn(nb.types.WrapperAddressProtocol):
-        def __wrapper_address__(self):
-            return cf.address
 
-        def signature(self):
-            return cf._sig
+def _row_fn_class():
+    """The class of row-loop arguments: a numba WrapperAddressProtocol whose numba type is computed once (numba's
+    generic typeof of such an object costs ~10 us per argument and call)."""
+    global _ROW_FN
+    if _ROW_FN is None:
+        nb = _numba()
+        from numba.core.typing.typeof import typeof_impl
 
-    return RowFn()
+        class RowFn(nb.types.WrapperAddressProtocol):
+            def __init__(self, cf):
+                self.cf = cf
+                self.numba_type = nb.types.FunctionType(cf._sig)
+
+            def __wrapper_address__(self):
+                return self.cf.address
+
+            def signature(self):
+                return self.cf._sig
+
+        @typeof_impl.register(RowFn)
+        def _typeof_row_fn(val, c):
+            return val.numba_type
+
+        _ROW_FN = RowFn
+    return _ROW_FN
 
 
 def _row(mod, name: str):
@@ -447,7 +508,7 @@ def _row(mod, name: str):
     args = vars(mod).setdefault("_row_args", {})
     fn = args.get(name)
     if fn is None:
-        fn = args[name] = _fn_arg(getattr(mod, name))
+        fn = args[name] = _row_fn_class()(getattr(mod, name))
     return fn
 
 
@@ -489,6 +550,17 @@ def _block(T: int, N: int, itemsize: int) -> int:
     return max(16, (b // 16) * 16)
 
 
+STREAM_MIN_BYTES = 16 << 20  # outputs at least this large are written by non-temporal stores (see _stream)
+
+
+def _stream(out: np.ndarray) -> bool:
+    """Whether a kernel writes ``out`` ([T, N]) by non-temporal stores.  For outputs too large to stay in the
+    last-level cache, that saves the read of each line before it is written (a third of the forward's memory
+    traffic).  The stores claim 64-byte alignment, so every row must start 64-byte aligned: the buffer does (the
+    pool aligns its buffers), N must be a multiple of 64 bytes, and blocks are multiples of 16 neurons."""
+    return out.nbytes >= STREAM_MIN_BYTES and out.ctypes.data % 64 == 0 and (out.shape[1] * out.itemsize) % 64 == 0
+
+
 def _fwd_block(N: int) -> int:
     """Neurons per parallel block of the forward: at most ``FWD_BLOCK`` (the block's state stays in L2 while the
     rows of x and s stream), and the same number of blocks on every thread."""
@@ -524,10 +596,11 @@ class _BufferPool:
             bufs = self.free.get(key)
             base = bufs.pop() if bufs else None
             if base is not None:
-                self.free_bytes -= nbytes
+                self.free_bytes -= base.nbytes
         if base is None:
-            base = np.empty(n, dtype=npdt)
-        view = base[:]  # the tensor's storage holds this view; when it dies, base is free again
+            base = np.empty(n + 64 // npdt.itemsize, dtype=npdt)
+        off = (-base.ctypes.data % 64) // npdt.itemsize  # 64-byte aligned (see _stream)
+        view = base[off:off + n]  # the tensor's storage holds this view; when it dies, base is free again
         weakref.finalize(view, self._release, key, base)
         return torch.from_numpy(view).view(shape)
 
@@ -555,18 +628,38 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
+_EMPTY: dict = {}  # never written: an absent gradient or output, shared by every call
+
+
+def _empty(dt: np.dtype, ndim: int) -> np.ndarray:
+    key = (dt, ndim)
+    e = _EMPTY.get(key)
+    if e is None:
+        e = _EMPTY[key] = np.empty((0,) * ndim, dtype=dt)
+    return e
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared(value: float, dt: np.dtype) -> np.ndarray:
+    """A parameter given as a number, as the length-1 array the kernels take (shared: the kernels never write it)."""
+    return np.full(1, value, dtype=dt)
+
+
+def _param_arg(p, x2: torch.Tensor, N: int, shape, dt: np.dtype) -> np.ndarray:
+    if not torch.is_tensor(p):
+        return _shared(float(p), dt)
+    return _param_vec(p, x2, N, shape).numpy()
 
 
 def _saveable(p):
     return p.detach() if torch.is_tensor(p) else None
 
 
-def _grad_arg(g, T, N, like, *, seq: bool) -> np.ndarray:
+def _grad_arg(g, T, N, dt, *, seq: bool) -> np.ndarray:
     """An incoming gradient as a C array ([T, N] or [N]), or empty for None."""
     if g is None:
-        return np.empty((0, 0) if seq else (0,), dtype=_np(like).dtype)
+        return _empty(dt, 2 if seq else 1)
     return _np(g.reshape((T, N) if seq else (N,)).contiguous())
-
 
 
 class LIFFamilyCpuFn(torch.autograd.Function):
@@ -577,66 +670,68 @@ class LIFFamilyCpuFn(torch.autograd.Function):
         T = x_seq.shape[0]
         shape = x_seq.shape[1:]
         N = math.prod(shape)
-        x2 = x_seq.detach().reshape(T, N).contiguous()
-        v0f = _state_vec(v0, N)
-        kv = _param_vec(k, x2, N, shape)
-        tv = _param_vec(v_th, x2, N, shape)
+        xa = _np(x_seq.reshape(T, N).contiguous())
+        dt = xa.dtype
         hard = v_reset is not None
         vr = float(v_reset) if hard else 0.0
         block = _fwd_block(N)
-        s = _POOL.empty(x2.shape, x2.dtype)
-        v_seq = _POOL.empty(x2.shape, x2.dtype) if return_v else x2.new_empty((0, 0))
-        v_last = torch.empty(N, dtype=x2.dtype)
-        bad = np.zeros((N + block - 1) // block, dtype=np.uint8)
-        xa = _np(x2)
-        mod = _module(xa.dtype)
-        _sync_threads(x2.numel())
-        mod.lif_fwd(xa, _np(v0f), _np(kv), _np(tv), xa.dtype.type(vr), hard, decay_input, return_v, block, _np(s),
-                    _np(v_seq), _np(v_last), bad, _row(mod, f"fwd_row_{_tag(hard, decay_input)}"))
-        if check and bad.any():
+        s = _POOL.empty((T, N), x_seq.dtype)
+        v_seq = _POOL.empty((T, N), x_seq.dtype) if return_v else None
+        v_last = torch.empty(N, dtype=x_seq.dtype)
+        v0f = _state_vec(v0, N)
+        sa = s.numpy()
+        mod = _module(dt)
+        _sync_threads(T * N)
+        nbad = mod.lif_fwd(xa, v0f.numpy(), _param_arg(k, x_seq, N, shape, dt), _param_arg(v_th, x_seq, N, shape, dt),
+                           dt.type(vr), hard, decay_input, return_v, block, sa,
+                           _empty(dt, 2) if v_seq is None else v_seq.numpy(), v_last.numpy(), _stream(sa),
+                           _row(mod, f"fwd_row_{_tag(hard, decay_input)}"))
+        if check and nbad:
             raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
         # Saved: the input itself (no new memory), the initial state and the parameters as given.
         ctx.save_for_backward(x_seq, v0f, _saveable(k), _saveable(v_th))
         ctx.cfg = (T, N, shape, hard, vr, decay_input, detach_reset, surrogate, float(k) if not torch.is_tensor(k)
                    else None, float(v_th) if not torch.is_tensor(v_th) else None)
         ctx.v0_shape = v0.shape
-        return s.reshape(x_seq.shape), v_last.reshape(v0.shape), (v_seq.reshape(x_seq.shape) if return_v else None)
+        return s.view(x_seq.shape), v_last.view(v0.shape), (None if v_seq is None else v_seq.view(x_seq.shape))
 
     @staticmethod
     def backward(ctx, gs, gvlast, gvseq):
         x_seq, v0f, k_t, th_t = ctx.saved_tensors
         T, N, shape, hard, vr, decay_input, detach, surrogate, k_f, th_f = ctx.cfg
-        x2 = x_seq.detach().reshape(T, N).contiguous()
-        dt = _np(x2).dtype
-        kv = _param_vec(k_t if k_t is not None else k_f, x2, N, shape)
-        tv = _param_vec(th_t if th_t is not None else th_f, x2, N, shape)
+        xa = _np(x_seq.reshape(T, N).contiguous())
+        dt = xa.dtype
         need_k = bool(ctx.needs_input_grad[2])
         need_th = bool(ctx.needs_input_grad[3])
-        gx = _POOL.empty(x2.shape, x2.dtype)
-        gv0 = torch.empty(N, dtype=x2.dtype)
-        gk = torch.empty(N if need_k else 0, dtype=torch.float64)
-        gth = torch.empty(N if need_th else 0, dtype=torch.float64)
+        gx = _POOL.empty((T, N), x_seq.dtype)
+        gv0 = torch.empty(N, dtype=x_seq.dtype)
+        gk = torch.empty(N, dtype=torch.float64) if need_k else None
+        gth = torch.empty(N, dtype=torch.float64) if need_th else None
         if gs is None:  # only v_T / v_seq are used: the spikes' gradient is 0
             gs_const, gs_a = True, np.zeros((1, 1), dtype=dt)
         elif _is_const(gs):
             gs_const, gs_a = True, np.full((1, 1), gs[(0,) * gs.dim()].item(), dtype=dt)
         else:
-            gs_const, gs_a = False, _grad_arg(gs, T, N, x2, seq=True)
-        _sync_threads(x2.numel())
+            gs_const, gs_a = False, _grad_arg(gs, T, N, dt, seq=True)
         mod, rev = _module(dt), _module(dt, surrogate.grad_source)
+        gxa = gx.numpy()
+        _sync_threads(T * N)
         mod.lif_bwd(
-            _np(x2), gs_a, gs_const, _grad_arg(gvseq, T, N, x2, seq=True), _grad_arg(gvlast, T, N, x2, seq=False),
-            _np(v0f), _np(kv), _np(tv), dt.type(vr), hard, decay_input, detach, dt.type(surrogate.alpha),
-            _block(T, N, x2.element_size()), _np(gx), _np(gv0), _np(gk), _np(gth),
+            xa, gs_a, gs_const, _grad_arg(gvseq, T, N, dt, seq=True), _grad_arg(gvlast, T, N, dt, seq=False),
+            v0f.numpy(), _param_arg(k_f if k_t is None else k_t, x_seq, N, shape, dt),
+            _param_arg(th_f if th_t is None else th_t, x_seq, N, shape, dt), dt.type(vr), hard, decay_input, detach,
+            dt.type(surrogate.alpha), _block(T, N, dt.itemsize), gxa, gv0.numpy(),
+            _empty(np.dtype(np.float64), 1) if gk is None else gk.numpy(),
+            _empty(np.dtype(np.float64), 1) if gth is None else gth.numpy(), _stream(gxa),
             _row(mod, f"replay_row_{_tag(hard, decay_input)}"), _row(rev, f"reverse_row_{_tag(hard)}"),
             _row(rev, "sg_row"),
         )
         grad_v0 = None
         if ctx.needs_input_grad[1]:
-            grad_v0 = gv0.reshape(shape).sum_to_size(ctx.v0_shape) if ctx.v0_shape != shape else gv0.reshape(shape)
+            grad_v0 = gv0.view(shape).sum_to_size(ctx.v0_shape) if ctx.v0_shape != shape else gv0.view(shape)
         grad_k = _reduce_param(gk, shape, k_t) if need_k else None
         grad_th = _reduce_param(gth, shape, th_t) if need_th else None
-        return (gx.reshape((T, *shape)), grad_v0, grad_k, grad_th, None, None, None, None, None, None)
+        return (gx.view((T, *shape)), grad_v0, grad_k, grad_th, None, None, None, None, None, None)
 
 
 def _reduce_param(g_per_neuron: torch.Tensor, shape, p: torch.Tensor) -> torch.Tensor:

@@ -20,18 +20,24 @@ Executions:
 
 - ``reference``: a plain torch loop over ``x_seq.unbind(0)`` calling ``step`` bound to torch; autograd gives
   the gradient (the definition of truth).
-- ``cpu``: a numba driver generated for the cell's arity: parallel over blocks of ``BLOCK`` neurons
-  (``prange``), sequential in time.  Each time step of a block is one row loop in its own function whose
+- ``cpu``: a numba driver generated for the cell's arity: parallel over blocks of neurons (``prange``; the block
+  size, a compile-time constant, is the largest up to 1,024 whose block buffer fits ``L1_BYTES``, see
+  :func:`block_size`), sequential in time.  Each time step of a block is one row loop in its own function whose
   block-local values (states, parameters, gradients) sit in one flat buffer at compile-time offsets, so LLVM
   vectorises it (few runtime alias checks; a plain loop over many arrays stays scalar).  The forward saves only
-  ``x`` (the input itself) and the initial states and parameter rows (``[S + P, N]``); the backward replays the
-  forward of each block into a ``T x S x BLOCK`` history that stays in cache, then runs ``vjp`` in reverse time.
+  ``x`` (the input itself), the initial states, the parameter rows (``[P, N]``) and the tables of the ``seq``
+  parameters; the backward replays the forward of each block into a ``T x S x block`` history that stays in
+  cache (skipped when ``vjp`` reads no state, see :func:`vjp_reads_states`), then runs ``vjp`` in reverse time.
   Kernels use numpy's error model (a division by zero gives inf/nan, as in torch, instead of raising).
 
 Parameters are floats or tensors broadcastable to ``x_seq.shape[1:]`` (per neuron, per channel or shared);
-their per-neuron gradients are reduced back with ``sum_to_size``.  Parameters listed in ``Cell.const_params``
-(e.g. a spike cap) are compiled in as constants, one kernel per value.  Each (cell, dtype) compiles once
-(cached on disk, see :func:`_build`); the backward also once per surrogate.
+their per-neuron gradients are reduced back with ``sum_to_size``.  Parameters listed in ``Cell.seq_params`` may
+change over time (broadcastable to the whole ``x_seq``): the kernels keep them as ``[T, Q]`` tables (``Q`` table
+entries along the dims where they vary, each a run of neurons) filled into the block buffer at every step, and
+sum their gradients per run.  Parameters listed in ``Cell.const_params`` (e.g. a spike cap) are compiled in as
+constants, one kernel per value.  Each (cell, dtype) compiles once (cached on disk, see :func:`_build`); the
+backward once per surrogate and per gradient variant (every parameter gradient, or none: the compiler drops the
+code of gradients nobody asked for).
 
 Example:
     >>> import torch
@@ -584,7 +590,7 @@ def _seq_table(p: torch.Tensor, T: int, shape):
     nd = len(shape)
     p = p.detach().reshape((1,) * (nd + 1 - p.dim()) + tuple(p.shape))
     var = [d for d in range(nd) if p.shape[1 + d] != 1]
-    if var and var != list(range(var[0], var[-1] + 1)):
+    if var:  # from the first varying dim to the last (the dims in between are expanded)
         var = list(range(var[0], var[-1] + 1))
     d0, d1 = (var[0], var[-1]) if var else (nd, nd - 1)
     Q = int(np.prod(shape[d0:d1 + 1])) if var else 1

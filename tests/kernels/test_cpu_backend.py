@@ -1,0 +1,73 @@
+"""The fused CPU backend's own machinery: streaming (non-temporal) stores for large outputs, the aligned buffer
+pool, and surrogates whose source is not available (compiled from memory instead of the generated module)."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from spikeforge.kernels import cpu
+from spikeforge.kernels.reference import lif_reference
+from spikeforge.surrogate import Surrogate, get_surrogate
+
+
+def _run(fn, x, v_reset, decay, detach, sg, gs):
+    xx = x.clone().requires_grad_()
+    v0 = torch.zeros(x.shape[1:], dtype=x.dtype)
+    s, v_last, _ = fn(xx, v0, 0.5, 1.0, v_reset, decay, detach, sg)
+    (s * gs).sum().backward()
+    return s, v_last, xx.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_streaming_stores_match_reference(monkeypatch, dtype):
+    """With every output streamed (threshold 0), spikes and gradients still equal the reference: the stores
+    claim 64-byte alignment, so a row or a vector store that is not aligned would corrupt the output."""
+    monkeypatch.setattr(cpu, "STREAM_MIN_BYTES", 0)
+    g = torch.Generator().manual_seed(0)
+    sg = get_surrogate("atan")
+    for N, (v_reset, decay, detach) in itertools.product(
+            [64, 16 * 37, 37], itertools.product([0.0, None], [False, True], [False, True])):
+        x = torch.randn(5, 2, N, generator=g, dtype=dtype) * 0.8 + 0.45
+        gs = torch.randn(5, 2, N, generator=g, dtype=dtype)
+        s_ref, v_ref, gx_ref = _run(lif_reference, x, v_reset, decay, detach, sg, gs)
+        s, v, gx = _run(cpu.lif_cpu, x, v_reset, decay, detach, sg, gs)
+        what = f"N={N} v_reset={v_reset} decay={decay} detach={detach}"
+        assert torch.equal(s, s_ref) and torch.equal(v, v_ref), what
+        torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-6, msg=what)
+    # the streamed path was taken where the rows allow it (2 * N elements per row: 64-byte multiples)
+    out = np.empty((5, 2 * 64), dtype=np.float32)
+    assert cpu._stream(out) == (out.ctypes.data % 64 == 0)
+    assert not cpu._stream(np.empty((5, 2 * 37), dtype=np.float32)[:, :74])
+
+
+def test_pool_buffers_are_64_byte_aligned():
+    for n in (1 << 18, (1 << 18) + 3):
+        t = cpu._POOL.empty((n,), torch.float32)
+        assert t.data_ptr() % 64 == 0 and t.numel() == n
+        del t
+        t = cpu._POOL.empty((n,), torch.float32)  # reused from the pool: still aligned
+        assert t.data_ptr() % 64 == 0
+
+
+def test_surrogate_without_source_compiles_from_memory():
+    """A derivative whose source cannot be read (defined by exec) is bound to the kernel's scalar math."""
+    ns: dict = {}
+    exec("def my_grad(u, alpha):\n    return alpha / (1.0 + alpha * absf(u)) ** 2\n", ns)  # noqa: S102
+    ref = get_surrogate("fast_sigmoid", 3.0)
+    sg = Surrogate("mine", 3.0, ns["my_grad"], ref.primitive_fn)
+    assert cpu._derivative_source(sg.grad_source) is None
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(7, 3, 40, generator=g, dtype=torch.float64) * 0.8 + 0.45
+    gs = torch.randn(7, 3, 40, generator=g, dtype=torch.float64)
+    s_ref, v_ref, gx_ref = _run(lif_reference, x, 0.0, False, False, sg, gs)
+    s, v, gx = _run(cpu.lif_cpu, x, 0.0, False, False, sg, gs)
+    assert torch.equal(s, s_ref) and torch.equal(v, v_ref)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_kernels_compute_in_float32():
+    """Number literals of the surrogate source are typed like the data (a float64 literal would widen the math)."""
+    src = cpu._derivative_source(get_surrogate("atan").grad_source)
+    assert src.startswith("def _sg(u, alpha):") and "DT(2.0)" in src and "DT(1.0)" in src

@@ -1,0 +1,122 @@
+"""The execution paths of the generic fused engine (spikeforge.kernels.fused) that the equivalence cases do not
+reach: parameters that change over time (GLIF's beta and conductance) in every layout the kernel tables support,
+several blocks with runs that straddle block boundaries, channels-last input, the kernels without parameter
+gradients, and the backward without replay (a vjp that reads no state).
+
+Float64 and each cell's default surrogate only, so the kernels compiled here are mostly the ones the
+equivalence test compiles too."""
+
+import pytest
+import torch
+
+from spikeforge.functional import glif, sigma_delta
+from spikeforge.functional.alif import ALIF_CELL
+from spikeforge.functional.glif import GLIF_CELL, GLIFState
+from spikeforge.functional.lifb import LIFB_CELL
+from spikeforge.functional.multilevel import MULTILEVEL_CELL
+from spikeforge.functional.sigma_delta import SIGMA_DELTA_CELL
+from spikeforge.kernels.fused import block_size, vjp_reads_states
+
+DT = torch.float64
+
+
+def _glif_run(x, params, state, backend, grads=True):
+    x = x.detach().clone().requires_grad_()
+    ps = {k: v.detach().clone().requires_grad_(grads) for k, v in params.items()}
+    st0 = GLIFState(*[t.detach().clone() for t in state])
+    s, st, u = glif(x, st0, backend=backend, return_v=True, **ps)
+    w = torch.linspace(-1.0, 1.0, s.numel(), dtype=DT).reshape(s.shape)
+    ((s * w).sum() + (u * 0.3).sum() + st.u.sum()).backward()
+    return s.detach(), u.detach(), x.grad, {k: v.grad for k, v in ps.items()}
+
+
+def _check_glif(x, params, state, grads=True):
+    s1, u1, gx1, gp1 = _glif_run(x, params, state, "cpu", grads)
+    s2, u2, gx2, gp2 = _glif_run(x, params, state, "reference", grads)
+    assert torch.equal(s1, s2) and torch.equal(u1, u2)
+    assert 0.02 < (s2 != 0).to(DT).mean() < 0.98, "degenerate test: no or only spikes"
+    torch.testing.assert_close(gx1, gx2, rtol=1e-5, atol=1e-5 * gx2.abs().max().item())
+    for k in gp2:
+        if gp2[k] is None:
+            assert gp1[k] is None, k
+            continue
+        assert gp1[k].shape == params[k].shape, k
+        torch.testing.assert_close(gp1[k], gp2[k], rtol=1e-5, atol=1e-5 * max(gp2[k].abs().max().item(), 1e-30),
+                                   msg=k)
+
+
+def _unit(shape, g, lo=0.1, hi=0.9):
+    return (lo + (hi - lo) * torch.rand(shape, generator=g)).to(DT)
+
+
+# x [T, B, C, N] with N * C not a multiple of the kernel block: several blocks, channel runs across block edges
+T, B, C, N = 6, 5, 4, 111
+
+
+@pytest.mark.parametrize("layout", ["per_step_channel", "per_step_neuron", "batch_and_last", "shared"])
+def test_glif_time_varying_parameters_match_reference(layout):
+    g = torch.Generator().manual_seed(7)
+    seq_shape = {"per_step_channel": (T, 1, C, 1),       # runs of N neurons, one table entry per (t, channel)
+                 "per_step_neuron": (T, 1, C, N),        # runs of one neuron
+                 "batch_and_last": (T, B, 1, N),         # varying dims not contiguous: expanded over C
+                 "shared": (1,)}[layout]
+    params = dict(tau=_unit((C, 1), g), v_threshold=_unit((C, 1), g, 0.3, 0.6), leak=_unit((C, 1), g, 0.0, 0.1),
+                  v_reset=_unit((C, 1), g, 0.2, 0.6), alpha=_unit((C, 1), g), gamma=_unit((C, 1), g),
+                  beta=_unit(seq_shape, g), conductance=_unit(seq_shape, g))
+    state = GLIFState(torch.rand(B, C, N, generator=g).to(DT) * 0.5, (torch.rand(B, C, N, generator=g) > 0.5).to(DT))
+    x = (torch.rand(T, B, C, N, generator=g) * 0.9).to(DT)
+    _check_glif(x, params, state)
+
+
+def test_glif_channels_last_input_matches_reference():
+    g = torch.Generator().manual_seed(3)
+    Hh = Ww = 5
+    params = dict(tau=_unit((C, 1, 1), g), v_threshold=_unit((C, 1, 1), g, 0.3, 0.6),
+                  leak=_unit((C, 1, 1), g, 0.0, 0.1), v_reset=_unit((C, 1, 1), g, 0.2, 0.6),
+                  alpha=_unit((C, 1, 1), g), gamma=_unit((C, 1, 1), g), beta=_unit((C, 1, 1), g),
+                  conductance=_unit((T, 1, C, 1, 1), g))
+    state = GLIFState(torch.zeros(B, C, Hh, Ww, dtype=DT), torch.zeros(B, C, Hh, Ww, dtype=DT))
+    x = (torch.rand(T * B, C, Hh, Ww, generator=g) * 0.9).to(DT).contiguous(memory_format=torch.channels_last)
+    x = x.reshape(T, B, C, Hh, Ww)
+    assert not x.is_contiguous()
+    _check_glif(x, params, state)
+
+
+def test_glif_kernel_without_parameter_gradients():
+    # no parameter requires a gradient: the backward kernel that computes none of them
+    g = torch.Generator().manual_seed(11)
+    params = dict(tau=_unit((C, 1), g), v_threshold=_unit((C, 1), g, 0.3, 0.6), leak=_unit((C, 1), g, 0.0, 0.1),
+                  v_reset=_unit((C, 1), g, 0.2, 0.6), alpha=_unit((C, 1), g), gamma=_unit((C, 1), g),
+                  beta=_unit((C, 1), g), conductance=_unit((T, 1, C, 1), g))
+    state = GLIFState(torch.rand(B, C, N, generator=g).to(DT) * 0.5, torch.zeros(B, C, N, dtype=DT))
+    _check_glif((torch.rand(T, B, C, N, generator=g) * 0.9).to(DT), params, state, grads=False)
+
+
+def test_glif_time_varying_parameter_must_broadcast():
+    x = torch.rand(4, 2, 3)
+    with pytest.raises(ValueError, match="conductance"):
+        glif(x, conductance=torch.full((5, 1, 1), 0.5))
+
+
+def test_sigma_delta_backward_skips_the_replay_and_matches_reference():
+    # its vjp reads no state (straight through), so its backward runs without replaying the forward
+    assert not vjp_reads_states(SIGMA_DELTA_CELL)
+    assert all(vjp_reads_states(c) for c in (GLIF_CELL, ALIF_CELL, LIFB_CELL, MULTILEVEL_CELL))
+    g = torch.Generator().manual_seed(5)
+    x0 = (torch.rand(T, B, C, N, generator=g) * 1.5 - 0.3).to(DT)
+    w = torch.randn(T, B, C, N, generator=g).to(DT)
+    res = []
+    for backend in ("cpu", "reference"):
+        x = x0.clone().requires_grad_()
+        y, st = sigma_delta(x, omega=3.0, backend=backend)   # float omega: the kernel without parameter gradients
+        ((y * w).sum() + st.v.sum()).backward()
+        res.append((y.detach(), x.grad))
+    assert torch.equal(res[0][0], res[1][0])
+    torch.testing.assert_close(res[0][1], res[1][1], rtol=1e-5, atol=1e-7)
+
+
+def test_block_size_keeps_the_block_buffer_small():
+    assert block_size(4, 4) == 1024
+    assert block_size(20, 4) == 256          # e.g. GLIF's backward: 2 x 2 states, 8 parameters, 8 gradients
+    assert block_size(20, 8) == 128
+    assert block_size(1000, 8) == 128        # never below 128
