@@ -72,13 +72,15 @@ def _numba():
 # --- kernel source --------------------------------------------------------------------------------------------
 # Two generated modules (see _module):
 # * per dtype, the parallel drivers lif_fwd / lif_bwd and the forward's and the replay's row loops, one per
-#   (hard/soft reset, decay_input) so no flag is tested per element.  The drivers take the row loops as
-#   function pointers: they compile once per dtype, whatever the flags or the surrogate.
-# * per (dtype, surrogate), the reverse row loop of the backward with the surrogate derivative inlined (one per
-#   hard/soft reset), and the derivative alone on a row (the generic path, surrogate_derivative()).
-# Every literal is typed like the data, so float32 kernels compute in float32.  Shared (scalar) k and threshold
-# without parameter gradients take these row loops; per-neuron parameters or parameter gradients (PLIF, a
-# learnable threshold, a per-channel tau) take one generic loop with the flags tested per element.
+#   (hard/soft reset, decay_input) so no flag is tested per element, each with shared (scalar) or per-neuron k
+#   and threshold.  The drivers take the row loops as function pointers: they compile once per dtype, whatever
+#   the flags or the surrogate.
+# * per (dtype, surrogate), the reverse row loops of the backward with the surrogate derivative inlined (one per
+#   hard/soft reset, for shared parameters without parameter gradients and for per-neuron parameters with
+#   dL/dth and optionally dL/dk), and the derivative alone on a row (surrogate_derivative()).
+# Every literal is typed like the data, so float32 kernels compute in float32.  Shared k and threshold without
+# parameter gradients take the scalar row loops; per-neuron parameters or parameter gradients (PLIF, a learnable
+# threshold, a per-channel tau) the per-neuron ones (a shared value is then a block-length row of it).
 _PRELUDE = '''\
 import math
 
@@ -97,6 +99,7 @@ CACHE = {cache}
 f = nb.from_dtype(DT)
 v1 = f[::1]
 v2 = f[:, ::1]
+d1 = nb.types.float64[::1]
 JIT = dict(nogil=True, cache=CACHE, error_model="numpy")  # no fastmath: h_t must match the reference bit for bit
 
 
@@ -142,47 +145,66 @@ def _tag(hard, decay=None):
 # (x_t, s_t, v, k, th, v_reset, stream) -> number of non-finite x; stream: s_t by non-temporal stores
 _FWD_ROW_SIG = "nb.types.intp(v1, v1, v1, f, f, f, nb.types.boolean)"
 _REPLAY_ROW_SIG = "nb.types.void(v1, v1, v1, f, f, f)"  # (x_t, h_t, v, k, th, v_reset)
+# the same with per-neuron k and th (rows of the block): (x_t, s_t, v, k, th, v_reset, stream); the replay also
+# writes e_t = dh_t/dk (x_t - (v_{t-1} - v_reset), or -(v_{t-1} - v_reset) without decay_input): (x_t, h_t, e_t, v,
+# k, th, v_reset)
+_FWD_ROW_P_SIG = "nb.types.intp(v1, v1, v1, v1, v1, f, nb.types.boolean)"
+_REPLAY_ROW_P_SIG = "nb.types.void(v1, v1, v1, v1, v1, v1, f)"
 # (h_t, dL/dx_t, dL/ds_t, dL/dv_t from v_seq, dL/dv_t -> dL/dv_{t-1}, th, kx, 1 - k, nd, v_reset, alpha, stream)
 _REVERSE_ROW_SIG = "nb.types.void(v1, v1, v1, v1, v1, f, f, f, f, f, f, nb.types.boolean)"
+# per-neuron parameters and parameter gradients: (h_t, e_t, dL/dx_t, dL/ds_t, dL/dv_t from v_seq, dL/dv_t ->
+# dL/dv_{t-1}, k, kx, th, dL/dk +=, dL/dth +=, v_reset, nd, hf (1: hard reset, 0: soft), alpha, need_k, stream)
+_REVERSE_ROW_P_SIG = ("nb.types.void(v1, v1, v1, v1, v1, v1, v1, v1, v1, d1, d1, f, f, f, f, nb.types.boolean, "
+                      "nb.types.boolean)")
 _SG_ROW_SIG = "nb.types.void(v1, f, v1)"  # (u, alpha, out)
 
 
 def _rows_source():
-    """Forward and replay row loops for each (hard, decay_input)."""
+    """Forward and replay row loops for each (hard, decay_input), with shared (scalar) or per-neuron k and th."""
     a = []
     for hard, decay in _VARIANTS:
-        a += [
-            f"@nb.cfunc({_FWD_ROW_SIG}, **JIT)",
-            f"def fwd_row_{_tag(hard, decay)}(xr, sr, v, kk, th, v_reset, stream):",
-            "    nbad = 0",
-        ]
-        for stream in (True, False):
+        for per in (False, True):
+            p = "_p" if per else ""
+            load = ["kk = kb[j]", "th = thb[j]"] if per else []  # per-neuron parameters: rows of the block
+            args = "kb, thb" if per else "kk, th"
             a += [
-                f"    {'if stream' if stream else 'else'}:",
-                "        for j in range(xr.shape[0]):",
-                "            vj = v[j]",
-                "            xt = xr[j]",
-                "            " + _H[decay].format(k="kk"),
-                "            store_nt(sr, j, ONE if h >= th else ZERO)" if stream else
-                "            sr[j] = ONE if h >= th else ZERO",
-                "            v[j] = " + _V[hard].format(th="th"),
-                "            nbad += (xt - xt) != ZERO  # NaN iff x is NaN or inf",
+                f"@nb.cfunc({_FWD_ROW_P_SIG if per else _FWD_ROW_SIG}, **JIT)",
+                f"def fwd_row{p}_{_tag(hard, decay)}(xr, sr, v, {args}, v_reset, stream):",
+                "    nbad = 0",
             ]
-        a += [
-            "    return nbad",
-            "",
-            "",
-            f"@nb.cfunc({_REPLAY_ROW_SIG}, **JIT)",
-            f"def replay_row_{_tag(hard, decay)}(xr, hr, v, kk, th, v_reset):",
-            "    for j in range(xr.shape[0]):",
-            "        vj = v[j]",
-            "        xt = xr[j]",
-            "        " + _H[decay].format(k="kk"),
-            "        hr[j] = h",
-            "        v[j] = " + _V[hard].format(th="th"),
-            "",
-            "",
-        ]
+            for stream in (True, False):
+                a += [
+                    f"    {'if stream' if stream else 'else'}:",
+                    "        for j in range(xr.shape[0]):",
+                    *("            " + ln for ln in load),
+                    "            vj = v[j]",
+                    "            xt = xr[j]",
+                    "            " + _H[decay].format(k="kk"),
+                    "            store_nt(sr, j, ONE if h >= th else ZERO)" if stream else
+                    "            sr[j] = ONE if h >= th else ZERO",
+                    "            v[j] = " + _V[hard].format(th="th"),
+                    "            nbad += (xt - xt) != ZERO  # NaN iff x is NaN or inf",
+                ]
+            # the replay with per-neuron parameters also writes e_t = dh_t/dk, with the operations of h_t
+            ek = (["e = xt - (vj - v_reset)", "h = vj + e * kk"] if decay else
+                  ["e = ZERO - (vj - v_reset)", _H[decay].format(k="kk")])
+            a += [
+                "    return nbad",
+                "",
+                "",
+                f"@nb.cfunc({_REPLAY_ROW_P_SIG if per else _REPLAY_ROW_SIG}, **JIT)",
+                f"def replay_row{p}_{_tag(hard, decay)}(xr, hr, {'er, ' if per else ''}v, {args}, v_reset):",
+                "    for j in range(xr.shape[0]):",
+                *("        " + ln for ln in load),
+                "        vj = v[j]",
+                "        xt = xr[j]",
+                *("        " + ln for ln in (ek if per else [_H[decay].format(k="kk")])),
+                "        hr[j] = h",
+                *(["        er[j] = e"] if per else []),
+                "        v[j] = " + _V[hard].format(th="th"),
+                "",
+                "",
+            ]
     return "\n".join(a)
 
 
@@ -210,6 +232,39 @@ def _reverse_source():
                 "            dv[j] = dh * omk",
             ]
         a += ["", ""]
+    # the reverse loop of the parameter path: per-neuron k and th, dL/dth always, dL/dk when need_k.  One loop for
+    # both reset kinds (few compiled variants): hf = 1 for hard reset, 0 for soft, each use exact (c = v_r - h
+    # or -th; base = 1 - s or 1).  The parameter gradients are sums over T (and later N): accumulated in float64.
+    a += [
+        f"@nb.cfunc({_REVERSE_ROW_P_SIG}, **JIT)",
+        "def reverse_row_p(hr, er, gxr, gsr, gvr, dv, kb, kxb, thb, dk, dth, v_reset, nd, hf, alpha, need_k, stream):",
+        "    sf = ONE - hf",
+    ]
+    conds = {(True, True): "if need_k and stream", (True, False): "elif need_k", (False, True): "elif stream",
+             (False, False): "else"}
+    for (need_k, stream), cond in conds.items():
+        ind = " " * 12
+        a += [
+            f"    {cond}:",
+            "        for j in range(hr.shape[0]):",
+            ind + "h = hr[j]",
+            ind + "th = thb[j]",
+            ind + "u = h - th",
+            ind + "g = _sg(u, alpha)",
+            ind + "sj = ONE if u >= ZERO else ZERO",
+            ind + "dvj = dv[j] + gvr[j]",
+            ind + "ngc = nd * (hf * (v_reset - h) - sf * th) * g",
+            ind + "gsg = gsr[j] * g",
+            ind + "dh = gsg + dvj * ((ONE - hf * sj) + ngc)",
+            ind + "dth[j] += -dvj * ngc - sf * dvj * sj - gsg",
+        ]
+        if need_k:
+            a += [ind + "dk[j] += dh * er[j]"]
+        a += [
+            ind + ("store_nt(gxr, j, dh * kxb[j])" if stream else "gxr[j] = dh * kxb[j]  # kx = k or 1"),
+            ind + "dv[j] = dh * (ONE - kb[j])",
+        ]
+    a += ["", ""]
     a += [
         f"@nb.cfunc({_SG_ROW_SIG}, **JIT)",
         "def sg_row(u, alpha, out):",
@@ -224,14 +279,16 @@ def _drivers_source():
     fn = "nb.types.FunctionType({})"
     a = [
         f"FWD_ROW = {fn.format(_FWD_ROW_SIG)}",
+        f"FWD_ROW_P = {fn.format(_FWD_ROW_P_SIG)}",
         f"REPLAY_ROW = {fn.format(_REPLAY_ROW_SIG)}",
+        f"REPLAY_ROW_P = {fn.format(_REPLAY_ROW_P_SIG)}",
         f"REVERSE_ROW = {fn.format(_REVERSE_ROW_SIG)}",
+        f"REVERSE_ROW_P = {fn.format(_REVERSE_ROW_P_SIG)}",
         f"SG_ROW = {fn.format(_SG_ROW_SIG)}",
         "b_ = nb.types.boolean",
-        "FWD_SIG = nb.types.intp(v2, v1, v1, v1, f, b_, b_, b_, nb.types.intp, v2, v2, v1, b_, FWD_ROW)",
-        "d1 = nb.types.float64[::1]",
+        "FWD_SIG = nb.types.intp(v2, v1, v1, v1, f, b_, nb.types.intp, v2, v2, v1, b_, FWD_ROW, FWD_ROW_P)",
         "BWD_SIG = nb.types.void(v2, v2, b_, v2, v1, v1, v1, v1, f, b_, b_, b_, f, nb.types.intp, v2, v1, d1, d1, b_,",
-        "                        REPLAY_ROW, REVERSE_ROW, SG_ROW)",
+        "                        REPLAY_ROW, REVERSE_ROW, REPLAY_ROW_P, REVERSE_ROW_P)",
         "",
         "",
         "@nb.njit(nb.types.void(SG_ROW, v1, f, v1), **JIT)",
@@ -240,11 +297,11 @@ def _drivers_source():
         "",
         "",
         "@nb.njit(FWD_SIG, parallel=True, **JIT)",
-        "def lif_fwd(x, v0, k, vth, v_reset, hard, decay_input, save_v, block, s, v_seq, v_last, stream, fwd_row):",
+        "def lif_fwd(x, v0, k, vth, v_reset, save_v, block, s, v_seq, v_last, stream, fwd_row, fwd_row_p):",
         "    # v_reset is v_r^0: the reset value for hard reset, 0 for soft reset (the caller passes 0).",
-        "    # fwd_row: the row loop for (hard, decay_input), used when k and vth are shared (length 1); stream: write",
-        "    # the spikes with non-temporal stores (rows of s 64-byte aligned, checked by the caller).  Returns the",
-        "    # number of non-finite inputs.",
+        "    # fwd_row / fwd_row_p: the row loop for (hard, decay_input) with k and vth shared (length 1) / per",
+        "    # neuron; stream: write the spikes with non-temporal stores (rows of s 64-byte aligned, checked by the",
+        "    # caller).  Returns the number of non-finite inputs.",
         "    T, N = x.shape",
         "    nblk = (N + block - 1) // block",
         "    shared = k.shape[0] == 1 and vth.shape[0] == 1",
@@ -264,20 +321,7 @@ def _drivers_source():
         "            kb = k[n0:n1].copy() if k.shape[0] > 1 else np.full(m, k[0])",
         "            thb = vth[n0:n1].copy() if vth.shape[0] > 1 else np.full(m, vth[0])",
         "            for t in range(T):",
-        "                xr = x[t, n0:n1]",
-        "                sr = s[t, n0:n1]",
-        "                for j in range(m):",
-        "                    vj = v[j]",
-        "                    xt = xr[j]",
-        "                    th = thb[j]",
-        "                    if decay_input:",
-        "                        " + _H[True].format(k="kb[j]"),
-        "                    else:",
-        "                        " + _H[False].format(k="kb[j]"),
-        "                    fired = h >= th",
-        "                    sr[j] = ONE if fired else ZERO",
-        "                    v[j] = (v_reset if hard else h - th) if fired else h",
-        "                    nbad += (xt - xt) != ZERO",
+        "                nbad += fwd_row_p(x[t, n0:n1], s[t, n0:n1], v, kb, thb, v_reset, stream)",
         "                if save_v:",
         "                    v_seq[t, n0:n1] = v",
         "        v_last[n0:n1] = v",
@@ -287,14 +331,15 @@ def _drivers_source():
         "",
         "@nb.njit(BWD_SIG, parallel=True, **JIT)",
         "def lif_bwd(x, gs, gs_const, gvseq, gvlast, v0, k, vth, v_reset, hard, decay_input, detach, alpha, block,",
-        "            gx, gv0, gk, gth, stream, replay_row, reverse_row, sg_row):",
+        "            gx, gv0, gk, gth, stream, replay_row, reverse_row, replay_row_p, reverse_row_p):",
         "    # gs: [T, N], or (1, 1) holding one value for every element when gs_const; gvseq / gvlast: [T, N] / [N]",
-        "    # or empty for 'no gradient'.  replay_row / reverse_row: the row loops for (hard, decay_input) and",
-        "    # (hard, surrogate), used when k and vth are shared and no parameter gradient is asked for; they replay",
-        "    # h_t into a block-local buffer and write dL/dx_t once (stream: by non-temporal stores, rows of gx",
-        "    # 64-byte aligned).  The generic path uses gx itself as that buffer: it first receives h_t, which the",
-        "    # reverse sweep overwrites with dL/dx_t.",
-"    T, N = x.shape",
+        "    # or empty for 'no gradient'.  Each block replays h_t into a block-local buffer (replay_row /",
+        "    # replay_row_p: the row loops for (hard, decay_input) with shared / per-neuron k and vth), then walks",
+        "    # back in time writing dL/dx_t once (stream: by non-temporal stores, rows of gx 64-byte aligned) with",
+        "    # reverse_row (shared k and vth, no parameter gradient) or reverse_row_p (per-neuron k and vth, dL/dth",
+        "    # and, when gk is not empty, dL/dk from e_t = dh_t/dk, which the replay keeps next to h_t), the row",
+        "    # loops for (hard, surrogate).",
+        "    T, N = x.shape",
         "    nblk = (N + block - 1) // block",
         "    has_gvseq = gvseq.shape[0] > 0",
         "    has_gvlast = gvlast.shape[0] > 0",
@@ -302,6 +347,7 @@ def _drivers_source():
         "    need_th = gth.shape[0] > 0",
         "    fast = k.shape[0] == 1 and vth.shape[0] == 1 and not (need_k or need_th)",
         "    nd = ZERO if detach else ONE  # 1 iff the reset carries gradient",
+        "    hf = ONE if hard else ZERO",
         "    for b in prange(nblk):",
         "        n0 = b * block",
         "        n1 = min(n0 + block, N)",
@@ -311,75 +357,36 @@ def _drivers_source():
         "        dv = gvlast[n0:n1].copy() if has_gvlast else np.zeros(m, dtype=x.dtype)  # dL/dv_t",
         "        gsrow = np.full(m, gs[0, 0]) if gs_const else np.zeros(m, dtype=x.dtype)",
         "        zrow = np.zeros(m, dtype=x.dtype)",
+        "        hb = np.empty((T, m), dtype=x.dtype)  # h_t of the block (stays in cache)",
         "        if fast:",
         "            kk = k[0]",
         "            kx = kk if decay_input else ONE",
         "            omk = ONE - kk",
-        "            hb = np.empty((T, m), dtype=x.dtype)  # h_t of the block (stays in cache)",
         "            for t in range(T):  # 1. replay the forward: h_t, bit-identical to the forward's",
         "                replay_row(x[t, n0:n1], hb[t], v, kk, vth[0], v_reset)",
         "            for t in range(T - 1, -1, -1):  # 2. reverse sweep",
         "                reverse_row(hb[t], gx[t, n0:n1], gsrow if gs_const else gs[t, n0:n1],",
         "                            gvseq[t, n0:n1] if has_gvseq else zrow, dv, vth[0], kx, omk, nd, v_reset, alpha,",
         "                            stream)",
-"            gv0[n0:n1] = dv",
-        "            continue",
-        "        # per-neuron parameters or parameter gradients: one loop, flags tested per element",
-        "        kb = k[n0:n1].copy() if k.shape[0] > 1 else np.full(m, k[0])",
-        "        thb = vth[n0:n1].copy() if vth.shape[0] > 1 else np.full(m, vth[0])",
-        "        for t in range(T):",
-        "            xr = x[t, n0:n1]",
-        "            hr = gx[t, n0:n1]",
-        "            for j in range(m):",
-        "                vj = v[j]",
-        "                xt = xr[j]",
-        "                if decay_input:",
-        "                    " + _H[True].format(k="kb[j]"),
-        "                else:",
-        "                    " + _H[False].format(k="kb[j]"),
-        "                hr[j] = h",
-        "                v[j] = (v_reset if hard else h - thb[j]) if h >= thb[j] else h",
-        "        dk = np.zeros(m, dtype=np.float64)  # parameter gradients are sums over T (and later N):",
-        "        dth = np.zeros(m, dtype=np.float64)  # accumulate them in float64",
-        "        vprow = np.empty(m, dtype=x.dtype)",
-        "        urow = np.empty(m, dtype=x.dtype)",
-        "        grow = np.empty(m, dtype=x.dtype)",
-        "        for t in range(T - 1, -1, -1):",
-        "            gsr = gsrow if gs_const else gs[t, n0:n1]",
-        "            gvr = gvseq[t, n0:n1] if has_gvseq else zrow",
-        "            hr = gx[t, n0:n1]  # h_t on entry, dL/dx_t on exit",
-        "            if t > 0:  # v_{t-1} from h_{t-1}",
-        "                hpr = gx[t - 1, n0:n1]",
-        "                for j in range(m):",
-        "                    hp = hpr[j]",
-        "                    vprow[j] = (v_reset if hard else hp - thb[j]) if hp >= thb[j] else hp",
-        "            else:",
-        "                vprow[:] = vinit",
-        "            for j in range(m):",
-        "                urow[j] = hr[j] - thb[j]",
-        "            sg_row(urow, alpha, grow)",
-        "            xr = x[t, n0:n1]",
-        "            for j in range(m):",
-        "                h = hr[j]",
-        "                th = thb[j]",
-        "                u = urow[j]",
-        "                g = grow[j]",
-        "                sj = ONE if u >= ZERO else ZERO",
-        "                dvj = dv[j] + gvr[j]",
-        "                c = (v_reset - h) if hard else -th",
-        "                base = (ONE - sj) if hard else ONE",
-        "                ngc = nd * c * g",
-        "                gsg = gsr[j] * g",
-        "                dh = gsg + dvj * (base + ngc)",
-        "                dth[j] += -dvj * ngc - (ZERO if hard else dvj * sj) - gsg",
-        "                dk[j] += dh * ((xr[j] if decay_input else ZERO) - (vprow[j] - v_reset))",
-        "                hr[j] = dh * kb[j] if decay_input else dh",
-        "                dv[j] = dh * (ONE - kb[j])",
+        "        else:",
+        "            kb = k[n0:n1].copy() if k.shape[0] > 1 else np.full(m, k[0])",
+        "            thb = vth[n0:n1].copy() if vth.shape[0] > 1 else np.full(m, vth[0])",
+        "            eb = np.empty((T if need_k else 1, m), dtype=x.dtype)  # e_t = dh_t/dk, kept when need_k",
+        "            for t in range(T):  # 1. replay the forward",
+        "                replay_row_p(x[t, n0:n1], hb[t], eb[t if need_k else 0], v, kb, thb, v_reset)",
+        "            kxb = kb if decay_input else np.ones(m, dtype=x.dtype)  # dh_t/dx_t",
+        "            dk = np.zeros(m, dtype=np.float64)  # parameter gradients are sums over T (and later N):",
+        "            dth = np.zeros(m, dtype=np.float64)  # accumulate them in float64",
+        "            for t in range(T - 1, -1, -1):  # 2. reverse sweep",
+        "                reverse_row_p(hb[t], eb[t if need_k else 0], gx[t, n0:n1],",
+        "                              gsrow if gs_const else gs[t, n0:n1],",
+        "                              gvseq[t, n0:n1] if has_gvseq else zrow, dv, kb, kxb, thb, dk, dth, v_reset,",
+        "                              nd, hf, alpha, need_k, stream)",
+        "            if need_k:",
+        "                gk[n0:n1] = dk",
+        "            if need_th:",
+        "                gth[n0:n1] = dth",
         "        gv0[n0:n1] = dv",
-        "        if need_k:",
-        "            gk[n0:n1] = dk",
-        "        if need_th:",
-        "            gth[n0:n1] = dth",
         "",
     ]
     return "\n".join(a)
@@ -683,9 +690,9 @@ class LIFFamilyCpuFn(torch.autograd.Function):
         mod = _module(dt)
         _sync_threads(T * N)
         nbad = mod.lif_fwd(xa, v0f.numpy(), _param_arg(k, x_seq, N, shape, dt), _param_arg(v_th, x_seq, N, shape, dt),
-                           dt.type(vr), hard, decay_input, return_v, block, sa,
-                           _empty(dt, 2) if v_seq is None else v_seq.numpy(), v_last.numpy(), _stream(sa),
-                           _row(mod, f"fwd_row_{_tag(hard, decay_input)}"))
+                           dt.type(vr), return_v, block, sa, _empty(dt, 2) if v_seq is None else v_seq.numpy(),
+                           v_last.numpy(), _stream(sa), _row(mod, f"fwd_row_{_tag(hard, decay_input)}"),
+                           _row(mod, f"fwd_row_p_{_tag(hard, decay_input)}"))
         if check and nbad:
             raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
         # Saved: the input itself (no new memory), the initial state and the parameters as given.
@@ -720,11 +727,11 @@ class LIFFamilyCpuFn(torch.autograd.Function):
             xa, gs_a, gs_const, _grad_arg(gvseq, T, N, dt, seq=True), _grad_arg(gvlast, T, N, dt, seq=False),
             v0f.numpy(), _param_arg(k_f if k_t is None else k_t, x_seq, N, shape, dt),
             _param_arg(th_f if th_t is None else th_t, x_seq, N, shape, dt), dt.type(vr), hard, decay_input, detach,
-            dt.type(surrogate.alpha), _block(T, N, dt.itemsize), gxa, gv0.numpy(),
+            dt.type(surrogate.alpha), _block(T, N, dt.itemsize * (2 if need_k else 1)), gxa, gv0.numpy(),
             _empty(np.dtype(np.float64), 1) if gk is None else gk.numpy(),
             _empty(np.dtype(np.float64), 1) if gth is None else gth.numpy(), _stream(gxa),
             _row(mod, f"replay_row_{_tag(hard, decay_input)}"), _row(rev, f"reverse_row_{_tag(hard)}"),
-            _row(rev, "sg_row"),
+            _row(mod, f"replay_row_p_{_tag(hard, decay_input)}"), _row(rev, "reverse_row_p"),
         )
         grad_v0 = None
         if ctx.needs_input_grad[1]:
