@@ -37,22 +37,18 @@ from __future__ import annotations
 
 import ast
 import functools
-import hashlib
-import importlib.util
 import inspect
 import math
-import os
-import sys
 import textwrap
 import threading
 import types
 import weakref
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..surrogate import Surrogate, bind
+from ._codegen import cache_dir, load_generated
 from ._layout import is_const as _is_const
 from ._layout import param_vec as _param_vec
 from ._layout import state_vec as _state_vec
@@ -415,20 +411,6 @@ def _derivative_source(grad_src) -> str | None:
     return ast.unparse(ast.fix_missing_locations(_TypedLiterals().visit(tree))) + "\n"
 
 
-def _cache_dir():
-    """Where the generated kernels (and numba's cache of them) live; None if it cannot be written."""
-    root = os.environ.get("SPIKEFORGE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "spikeforge")
-    d = Path(root) / "cpu"
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        probe = d / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError:
-        return None
-    return d
-
-
 def _module(dtype: np.dtype, grad_src=None):
     """The generated module of ``dtype``'s drivers and forward/replay rows (``grad_src`` None), or of the
     reverse rows for (``dtype``, surrogate derivative ``grad_src``).  Compiled on first use, once per process.
@@ -451,7 +433,7 @@ def _load_module(dtype: np.dtype, grad_src):
     nb = _numba()
     kind = "lif" if grad_src is None else "reverse"
     sg_src = "" if grad_src is None else _derivative_source(grad_src)
-    cache = _cache_dir() if sg_src is not None else None
+    cache = cache_dir("cpu") if sg_src is not None else None
     prelude = _PRELUDE.format(dtype=dtype.name, cache=cache is not None)
     if grad_src is None:
         parts = [prelude, _rows_source(), _drivers_source()]
@@ -463,21 +445,7 @@ def _load_module(dtype: np.dtype, grad_src):
         g["_sg"] = nb.njit(inline="always")(bind(grad_src, g))
         exec(compile(_reverse_source(), f"<spikeforge.kernels.cpu:{kind}>", "exec"), g)  # noqa: S102
         return types.SimpleNamespace(**g)
-    text = "\n\n".join(parts)
-    digest = hashlib.sha1(text.encode()).hexdigest()[:16]
-    path = cache / f"{kind}_{dtype.name}_{digest}.py"
-    if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    name = f"spikeforge_cpu_{path.stem}"
-    mod = sys.modules.get(name)
-    if mod is None:
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod  # numba's cache re-imports the module by name
-        spec.loader.exec_module(mod)
-    return mod
+    return load_generated(cache, f"{kind}_{dtype.name}", "\n\n".join(parts), "spikeforge_cpu")
 
 
 _ROW_FN = None

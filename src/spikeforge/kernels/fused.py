@@ -68,6 +68,7 @@ import numpy as np
 import torch
 
 from ..surrogate import Surrogate, SpikeFn, bind, get_surrogate
+from ._codegen import cache_dir, load_generated
 from ._layout import permute_seq, permute_step, step_perm
 from .cpu import _POOL, _sync_threads
 from .dispatch import check_backend_name, resolve_backend
@@ -289,23 +290,6 @@ def _renamed_source(fn: Callable, new_name: str) -> str | None:
     return src if n == 1 else None
 
 
-def _cache_dir():
-    """Where generated kernels (and numba's cache of them) live; None if it cannot be written."""
-    import os
-    from pathlib import Path
-
-    root = os.environ.get("SPIKEFORGE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "spikeforge")
-    d = Path(root) / "fused"
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        probe = d / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError:
-        return None
-    return d
-
-
 def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads=()):
     """Compile the ``direction`` ("fwd"/"bwd") driver of ``cell`` for ``np_dtype`` (and the values ``consts`` of
     ``cell.const_params``; for "bwd", the indices ``grads`` of the parameters whose gradient it computes).
@@ -317,11 +301,7 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
     later processes load it instead of compiling (the hash makes a stale cache impossible).  Otherwise it is
     compiled from memory with the functions bound by :func:`spikeforge.surrogate.bind`.
     """
-    import hashlib
-    import importlib.util
-    import os
     import re
-    import sys
 
     nb = _numba()
     fname = f"fused_{direction}"
@@ -341,7 +321,7 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
     rows = re.findall(r"^def (row_\w+)\(", driver, flags=re.M)  # the per-row loops the driver calls
     srcs = {slot: _renamed_source(f, f"_{slot.lower()}_fn") for slot, f in fns.items()}
     sg_src = _renamed_source(grad_src, "_sg_derivative") if grad_src is not None else ""
-    cache = _cache_dir() if (all(v is not None for v in srcs.values()) and sg_src is not None) else None
+    cache = cache_dir("fused") if (all(v is not None for v in srcs.values()) and sg_src is not None) else None
     if cache is not None:
         parts = [prelude, sg_src or "", "" if grad_src is None else
                  'dspike = nb.njit(inline="always")(_sg_derivative)\n']
@@ -349,20 +329,8 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
             parts += [src, f'{slot} = nb.njit(inline="always")(_{slot.lower()}_fn)\n']
         parts += [driver, "".join(f'{r} = nb.njit(cache=True, error_model="numpy")({r})\n' for r in rows),
                   f'{fname} = nb.njit(parallel=True, nogil=True, cache=True, error_model="numpy")({fname})\n']
-        text = "\n\n".join(parts)
-        digest = hashlib.sha1(text.encode()).hexdigest()[:16]
-        path = cache / f"{cell.name}_{direction}_{np_dtype.name}_{digest}.py"
-        if not path.exists():
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
-        name = f"spikeforge_fused_{path.stem}"
-        mod = sys.modules.get(name)
-        if mod is None:
-            spec = importlib.util.spec_from_file_location(name, path)
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[name] = mod  # numba's cache re-imports the module by name
-            spec.loader.exec_module(mod)
+        mod = load_generated(cache, f"{cell.name}_{direction}_{np_dtype.name}", "\n\n".join(parts),
+                             "spikeforge_fused")
         return getattr(mod, fname), blk
     g: dict = {}
     exec(compile(prelude + "\n\n" + driver, f"<spikeforge.kernels.fused:{cell.name}>", "exec"), g)  # noqa: S102
