@@ -2,9 +2,9 @@
 
 from .attention import SCTFA, SCTFAttention
 from .norm import BNTT, TEBN, TdBN, make_norm
-from .pooling import VotingPool
+from .pooling import MaxPool2d, VotingPool
 from .stcb import STCB, stcb_rate, stcb_temporal
 from .timefold import TIME_INVARIANT, TimeFold, fold, repeats_one_step, unfold
 
 __all__ = ["TimeFold", "fold", "unfold", "repeats_one_step", "TIME_INVARIANT", "TdBN", "BNTT", "TEBN", "make_norm", "SCTFA", "SCTFAttention",
-           "VotingPool", "STCB", "stcb_rate", "stcb_temporal"]
+           "MaxPool2d", "VotingPool", "STCB", "stcb_rate", "stcb_temporal"]

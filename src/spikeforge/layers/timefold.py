@@ -25,11 +25,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .pooling import MaxPool2d
+
 
 TIME_INVARIANT = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
                   nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
                   nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten, nn.Identity, nn.ReLU,
-                  nn.Sequential)
+                  nn.Sequential, MaxPool2d)
 """Module types (exact, not subclasses) that give the same output for identical copies of a step in one batch."""
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import TimeFold
+from ..layers import MaxPool2d, TimeFold
 from ..layers.pooling import VotingPool
 from ._common import NeuronFactory, NormFactory, SeqDropout, check_choice, check_width, conv3x3
 from .base import SpikingModel, check_frame_size
@@ -48,7 +48,7 @@ class DVSNet(SpikingModel):
         sn, bn = NeuronFactory(neuron, neuron_kwargs), NormFactory(norm, T)
         layers, c = [], in_channels
         for _ in range(num_convs):
-            layers += [conv3x3(c, channels), bn(channels), sn(), TimeFold(nn.MaxPool2d(2))]
+            layers += [conv3x3(c, channels), bn(channels), sn(), TimeFold(MaxPool2d(2))]
             c = channels
         self.features = nn.Sequential(*layers)
         head = [SeqDropout(dropout), TimeFold(nn.Linear(c * size * size, hidden)), sn(), SeqDropout(dropout)]

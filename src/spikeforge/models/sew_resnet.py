@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import TimeFold
+from ..layers import MaxPool2d, TimeFold
 from ._common import (NeuronFactory, NormFactory, PoolReadout, check_choice, check_width, conv1x1, conv3x3,
                       zero_norm_)
 from .base import SpikingModel
@@ -109,7 +109,7 @@ def make_stem(stem: str, in_channels: int, width: int, neuron: NeuronFactory, no
         layers = [TimeFold(nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)), norm(width)]
         if with_neuron:
             layers.append(neuron())
-        layers.append(TimeFold(nn.MaxPool2d(3, stride=2, padding=1)))
+        layers.append(TimeFold(MaxPool2d(3, stride=2, padding=1)))
     else:
         layers = [conv3x3(in_channels, width), norm(width)]
         if with_neuron:

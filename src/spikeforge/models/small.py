@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import TimeFold
+from ..layers import MaxPool2d, TimeFold
 from .base import SpikingModel, make_neuron
 from .registry import MODELS
 
@@ -51,7 +51,7 @@ class ConvSNN(SpikingModel):
         blocks, c, size = [], in_channels, input_size
         for c_out in channels:
             blocks += [TimeFold(nn.Conv2d(c, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)),
-                       make_neuron(neuron, neuron_kwargs), TimeFold(nn.MaxPool2d(2))]
+                       make_neuron(neuron, neuron_kwargs), TimeFold(MaxPool2d(2))]
             c, size = c_out, size // 2
         if size < 1:
             raise ValueError(f"input_size: {input_size} is too small for {len(channels)} pooling stages")

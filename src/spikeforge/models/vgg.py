@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import TimeFold
+from ..layers import MaxPool2d, TimeFold
 from ._common import NeuronFactory, NormFactory, PoolReadout, SeqDropout, check_choice, check_width, conv3x3
 from .base import SpikingModel
 from .registry import MODELS
@@ -46,7 +46,7 @@ class SpikingVGG(SpikingModel):
         layers, c = [], in_channels
         for v in CFGS[depth]:
             if v == "M":
-                layers.append(TimeFold(nn.MaxPool2d(2) if pooling == "max" else nn.AvgPool2d(2)))
+                layers.append(TimeFold(MaxPool2d(2) if pooling == "max" else nn.AvgPool2d(2)))
                 continue
             c_out = v * width
             layers.append(conv3x3(c, c_out, bias=not batch_norm))
