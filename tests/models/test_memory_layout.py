@@ -145,3 +145,43 @@ def test_create_model_rejects_a_bad_channels_last_value():
 def test_image_models_default_to_channels_last_and_mlp_does_not():
     assert create_model("convnet").channels_last
     assert not create_model("mlp").channels_last
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 1, 12, 12), (4, 3, 5, 1, 1)])
+@pytest.mark.parametrize("repeated", [False, True])
+def test_one_channel_input_gets_channels_last_strides_so_the_first_conv_keeps_that_order(shape, repeated):
+    x = torch.rand(shape)
+    if repeated:
+        x = x[0].unsqueeze(0).expand(shape)
+    y = channels_last_steps(x)
+    assert torch.equal(y, x)
+    assert y[0].stride()[1] == 1  # canonical channels-last strides, same memory
+    out = nn.Conv2d(shape[2], 4, 1)(y[0])
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.stride()[1] == 1
+
+
+@pytest.mark.parametrize("layer", ["timefold", "tdbn"])
+def test_a_repeated_step_gets_its_gradient_in_its_own_memory_order(layer, monkeypatch):
+    from spikeforge.layers import norm, timefold
+
+    seen = []  # the gradient that reaches the layer's output (the step before it is repeated)
+    torch.manual_seed(0)
+    base = _cl_seq(torch.rand(1, 4, 6, 8, 8, dtype=torch.float64)).requires_grad_()
+    x = base.expand(3, 4, 6, 8, 8)
+    m = (TimeFold(nn.BatchNorm2d(6)) if layer == "timefold" else TdBN(6)).double()
+    real = timefold.repeat_step
+    monkeypatch.setattr(timefold if layer == "timefold" else norm, "repeat_step",
+                        lambda y, T: (y.register_hook(seen.append), real(y, T))[1])
+    y = m(x)
+    g = _cl_seq(torch.rand(3, 4, 6, 8, 8, dtype=torch.float64))
+    y.backward(g)
+    assert len(seen) == 1
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    assert torch.equal(seen[0], g.sum(0))
+
+
+def test_repeat_step_gradcheck():
+    from spikeforge.layers.timefold import repeat_step
+
+    s = _cl_seq(torch.rand(1, 2, 3, 4, 4, dtype=torch.float64))[0].requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: repeat_step(t * 1.0, 3), (s,))

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..functional._checks import check_number
-from .timefold import repeats_one_step
+from .timefold import repeat_step, repeats_one_step
 
 
 def _check_count(name, value, low=1):
@@ -98,7 +98,7 @@ class TdBN(_FoldedBN):
         T = x_seq.shape[0]
         if repeats_one_step(x_seq):  # one step repeated (direct coding): normalise it once (see TimeFold)
             y = self._bn(x_seq[0], w)
-            return y.unsqueeze(0).expand(T, *y.shape)
+            return repeat_step(y, T)
         y = self._bn(x_seq.flatten(0, 1), w)
         return y.reshape(T, -1, *y.shape[1:])
 

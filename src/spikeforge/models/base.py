@@ -31,9 +31,25 @@ def channels_last_steps(x_seq: torch.Tensor) -> torch.Tensor:
         return x_seq
     T = x_seq.shape[0]
     if T > 1 and x_seq.stride(0) == 0:
-        step = x_seq[0].contiguous(memory_format=torch.channels_last)
+        step = _channels_last_strides(x_seq[0].contiguous(memory_format=torch.channels_last))
         return step.unsqueeze(0).expand(T, *step.shape)
-    return x_seq.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    return _channels_last_strides(x_seq.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3))
+
+
+def _channels_last_strides(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (dense, channels-last order) with the canonical channels-last strides.  With one channel (or 1x1
+    images) both memory orders are the same bytes, and torch keeps the C-order strides, which makes the first
+    convolution choose its slower NCHW kernel and hand NCHW to the whole network; the canonical strides say
+    channels-last (a view of the same memory)."""
+    if not t.is_contiguous():
+        return t
+    C, H, W = t.shape[-3:]
+    lead = t.shape[:-3]
+    strides, n = [], C * H * W
+    for d in reversed(lead):
+        strides.insert(0, n)
+        n *= d
+    return t.as_strided(t.shape, (*strides, 1, W * C, C))
 
 
 class SpikingModel(nn.Module):
