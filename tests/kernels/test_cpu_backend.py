@@ -71,3 +71,34 @@ def test_float32_kernels_compute_in_float32():
     """Number literals of the surrogate source are typed like the data (a float64 literal would widen the math)."""
     src = cpu._derivative_source(get_surrogate("atan").grad_source)
     assert src.startswith("def _sg(u, alpha):") and "DT(2.0)" in src and "DT(1.0)" in src
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("T", [1, 3])
+@pytest.mark.parametrize("per_neuron", [False, True])
+def test_a_repeated_step_is_read_once_and_matches_the_copied_input(dtype, T, per_neuron):
+    """Direct coding hands the first neuron layer one step expanded over T (stride 0): the kernels read that step
+    T times instead of a T-fold copy; spikes and gradients are those of the copied input (parameter gradients
+    too), on the C-order and the channels-last path."""
+    from spikeforge.functional import lif
+
+    torch.manual_seed(0)
+    for cl in (False, True):
+        y = torch.randn(4, 6, 5, 5, dtype=dtype) + 0.7
+        if cl:
+            y = y.contiguous(memory_format=torch.channels_last)
+        tau = (torch.rand(6, 1, 1, dtype=dtype) + 1.5).requires_grad_() if per_neuron else 2.0
+        th = (torch.rand(6, 5, 5, dtype=dtype) * 0.5 + 0.75).requires_grad_() if per_neuron else 1.0
+        grads = []
+        for x_of in (lambda t: t.unsqueeze(0).expand(T, *t.shape), lambda t: t.unsqueeze(0).repeat(T, 1, 1, 1, 1)):
+            yy = y.clone().requires_grad_()
+            x = x_of(yy)
+            assert (x.stride(0) == 0) == (len(grads) == 0 and T > 1) or T == 1
+            s, _ = lif(x, tau=tau, v_threshold=th, v_reset=None, backend="cpu")
+            g = torch.randn(s.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+            params = [p for p in (tau, th) if torch.is_tensor(p)]
+            grads.append((s.detach(), *torch.autograd.grad(s, [yy, *params], g)))
+        (s_a, *g_a), (s_b, *g_b) = grads
+        assert torch.equal(s_a, s_b)
+        for a, b in zip(g_a, g_b):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

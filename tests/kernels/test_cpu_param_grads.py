@@ -23,6 +23,8 @@ SURROGATES = ["atan", "sigmoid", "triangle"]
 
 def _params(kind, C, L, dtype, g):
     """(k leaves-producing function inputs, th) for one way of passing the parameters; leaves need grad."""
+    if kind == "shared":  # float k and threshold: no parameter gradient, the shared-parameter path
+        return {}, None
     if kind == "plif":  # learnable scalar k, float threshold
         return {"w": torch.tensor(0.3, dtype=dtype)}, None
     if kind == "stl":  # float k, learnable per-neuron threshold (broadcast over the batch)
@@ -41,7 +43,8 @@ KINDS = ["plif", "stl", "th_scalar", "tau_channel_nograd", "tau_th_channel"]
 
 
 def _run(fn, x, v0, kp, th, outw, v_reset, decay, detach, sg):
-    """Outputs and the gradients of a loss on spikes, v_seq and v_T w.r.t. x, v0 and the learnable parameters."""
+    """Outputs and the gradients of a loss on spikes, v_seq and v_T w.r.t. x, v0 and the learnable parameters
+    (``outw`` None: the loss is ``s.sum() + v_T.sum()``, whose spike gradient is one number broadcast)."""
     xx, vv = x.clone().requires_grad_(), v0.clone().requires_grad_()
     leaves = [xx, vv]
     k = 0.5
@@ -60,8 +63,11 @@ def _run(fn, x, v0, kp, th, outw, v_reset, decay, detach, sg):
         v_th = th.clone().requires_grad_()
         leaves.append(v_th)
     s, v_last, v_seq = fn(xx, vv, k, v_th, v_reset, decay, detach, sg, True)
-    w_s, w_v, w_last = outw
-    loss = (s * w_s).sum() + (v_seq * w_v).sum() + (v_last * w_last).sum()
+    if outw is None:
+        loss = s.sum() + v_last.sum()
+    else:
+        w_s, w_v, w_last = outw
+        loss = (s * w_s).sum() + (v_seq * w_v).sum() + (v_last * w_last).sum()
     return (s, v_last, v_seq), torch.autograd.grad(loss, leaves)
 
 
@@ -71,13 +77,15 @@ def _rel_err(a, b):
     return ((a - b).abs() / torch.maximum(b.abs(), scale)).max().item()
 
 
-def _check(kind, sg_name, dtype, T, B, C, L, seed, flags=FLAGS):
+def _check(kind, sg_name, dtype, T, B, C, L, seed, flags=FLAGS, const_gs=False):
     g = torch.Generator().manual_seed(seed)
     sg = get_surrogate(sg_name)
     x = torch.randn(T, B, C, L, generator=g, dtype=dtype) * 0.8 + 0.45
     v0 = torch.randn(B, C, L, generator=g, dtype=dtype) * 0.3
     outw = (torch.randn(T, B, C, L, generator=g, dtype=dtype), torch.randn(T, B, C, L, generator=g, dtype=dtype),
             torch.randn(B, C, L, generator=g, dtype=dtype))
+    if const_gs:
+        outw = None
     kp, th = _params(kind, C, L, dtype, g)
     names = ["x", "v0", *(["k"] if {"w", "tau"} & kp.keys() else []), *(["v_th"] if th is not None else [])]
     for v_reset, decay, detach in flags:
@@ -93,7 +101,8 @@ def _check(kind, sg_name, dtype, T, B, C, L, seed, flags=FLAGS):
             kp64 = {n: t.double() for n, t in kp.items()}
             th64 = None if th is None else th.double()
             (s64, _, _), g64 = _run(lif_reference, x.double(), v0.double(), kp64, th64,
-                                    tuple(t.double() for t in outw), v_reset, decay, detach, sg)
+                                    None if outw is None else tuple(t.double() for t in outw), v_reset, decay,
+                                    detach, sg)
             truth = g64 if torch.equal(s64.float(), s1) else None
         for i, name in enumerate(names):
             err = _rel_err(g2[i], g1[i])
@@ -140,3 +149,20 @@ def test_plif_and_stl_functional_cpu_equals_reference(dtype):
         assert 0 < s1.mean() < 1, name
         torch.testing.assert_close(gx2, gx1, rtol=1e-5, atol=1e-6 * gx1.abs().max().item(), msg=name)
         torch.testing.assert_close(gp2, gp1, rtol=1e-5, atol=1e-5 * gp1.abs().max().item(), msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("const_gs", [False, True], ids=["weighted", "sum"])
+def test_param_grads_sub_blocks(dtype, stream, const_gs, monkeypatch):
+    """Parallel blocks of several sub-blocks (the last one partial): the per-block buffers, the prefetch of the next
+    sub-block's rows and the float64 sums over sub-blocks; a spike gradient that is one number (s.sum()) too."""
+    monkeypatch.setattr(cpu, "SUB_BYTES", 1)  # sub-blocks of 64 neurons
+    if stream:
+        monkeypatch.setattr(cpu, "STREAM_MIN_BYTES", 0)
+    T, B, C, L = 6, 4, 4, 99  # N = 1584: blocks of several 64-neuron sub-blocks, N not a multiple of them
+    block, sub = cpu._block(T, B * C * L, 4)
+    assert sub == 64 and block > sub and (B * C * L) % sub
+    for kind in ("shared", "plif", "stl", "tau_th_channel", "tau_channel_nograd"):
+        _check(kind, "atan", dtype, T=T, B=B, C=C, L=L, seed=11, flags=[(0.0, True, False), (None, False, True)],
+               const_gs=const_gs)

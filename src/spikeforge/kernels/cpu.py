@@ -9,9 +9,10 @@ contiguous, so LLVM vectorises it, and the block's state stays in cache.
 
 Memory: the forward writes only the spikes (and ``v_seq`` when asked); it saves for backward the *input*
 ``x`` (4 B/element in float32, and nothing new is allocated for it) plus the initial state.  The backward
-re-runs the forward of one block of neurons into a block-local buffer (``T x block`` values, which stay in
-cache), then walks back in time writing :math:`\partial L/\partial x_t`.  Outputs too large for the cache are
-written with non-temporal stores (see :func:`_stream`).
+re-runs the forward of one sub-block of neurons into a local buffer (``T x sub`` values, which stay in cache),
+then walks back in time writing :math:`\partial L/\partial x_t`, while it prefetches the next sub-block's input
+(so memory traffic overlaps the arithmetic).  Outputs too large for the cache are written with non-temporal
+stores (see :func:`_stream`).
 
 Compilation: the kernels are generated as source (:func:`_module`) with the flags' row loops specialised and
 the surrogate derivative -- the very function written in :mod:`spikeforge.surrogate` -- inlined into the
@@ -53,7 +54,9 @@ from ._layout import is_const as _is_const
 from ._layout import param_vec as _param_vec
 from ._layout import state_vec as _state_vec
 
-L2_BYTES = 512 * 1024  # per-block working set target of the backward (T x block values)
+PF_LOCALITY = 2  # software prefetches go to L2 (llvm.prefetch locality 2)
+PF_CHUNK = 1024  # row loops run in chunks of this many elements, each after prefetching its share of the next row
+SUB_BYTES = 256 * 1024  # a backward sub-block's T x sub history: half of L2, the other half takes the prefetches
 FWD_BLOCK = 16384  # neurons per block of the forward: its working set is one row of v (long streams of x, s)
 _lock = threading.Lock()
 _MODULES: dict = {}  # (dtype, None) or (dtype, derivative function) -> generated module
@@ -90,8 +93,11 @@ ZERO = DT(0.0)
 PI = DT(math.pi)
 SQRT_PI = DT(math.sqrt(math.pi))
 exp = math.exp
+U = nb.uint64  # an index known to be >= 0: no wraparound code, so LLVM vectorises loops that start anywhere
 absf = abs
 CACHE = {cache}
+PF_LOCALITY = {pf_locality}
+PF_CHUNK = {pf_chunk}
 f = nb.from_dtype(DT)
 v1 = f[::1]
 v2 = f[:, ::1]
@@ -118,6 +124,25 @@ def store_nt(typingctx, arr, idx, val):
     return nb.types.void(arr, idx, arr.dtype), codegen
 
 
+@nb.extending.intrinsic
+def prefetch(typingctx, arr, idx):
+    # a software prefetch of the line holding arr[idx] into L2 (llvm.prefetch: read, locality 2, data)
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args[0]
+        ary = context.make_array(aty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [args[1]], wraparound=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(PF_LOCALITY), i32(1)])
+        return context.get_dummy_value()
+
+    return nb.types.void(arr, idx), codegen
+
+
 @nb.njit(inline="always")
 def relu(x):
     return x if x > ZERO else ZERO  # not 0 * x: that is NaN for x = -inf
@@ -138,20 +163,24 @@ def _tag(hard, decay=None):
     return ("hard" if hard else "soft") + ("" if decay is None else "_decay" if decay else "_nodecay")
 
 
-# (x_t, s_t, v, k, th, v_reset, stream) -> number of non-finite x; stream: s_t by non-temporal stores
-_FWD_ROW_SIG = "nb.types.intp(v1, v1, v1, f, f, f, nb.types.boolean)"
+# (x_t, s_t, v, k, th, v_reset, stream, pf) -> 1 if some x is not finite, else 0; stream: s_t by non-temporal
+# stores; pf: the row read next (prefetched while x_t is read; empty for none)
+_FWD_ROW_SIG = "nb.types.intp(v1, v1, v1, f, f, f, nb.types.boolean, v1)"
 _REPLAY_ROW_SIG = "nb.types.void(v1, v1, v1, f, f, f)"  # (x_t, h_t, v, k, th, v_reset)
-# the same with per-neuron k and th (rows of the block): (x_t, s_t, v, k, th, v_reset, stream); the replay also
-# writes e_t = dh_t/dk (x_t - (v_{t-1} - v_reset), or -(v_{t-1} - v_reset) without decay_input): (x_t, h_t, e_t, v,
-# k, th, v_reset)
-_FWD_ROW_P_SIG = "nb.types.intp(v1, v1, v1, v1, v1, f, nb.types.boolean)"
-_REPLAY_ROW_P_SIG = "nb.types.void(v1, v1, v1, v1, v1, v1, f)"
-# (h_t, dL/dx_t, dL/ds_t, dL/dv_t from v_seq, dL/dv_t -> dL/dv_{t-1}, th, kx, 1 - k, nd, v_reset, alpha, stream)
-_REVERSE_ROW_SIG = "nb.types.void(v1, v1, v1, v1, v1, f, f, f, f, f, f, nb.types.boolean)"
-# per-neuron parameters and parameter gradients: (h_t, e_t, dL/dx_t, dL/ds_t, dL/dv_t from v_seq, dL/dv_t ->
-# dL/dv_{t-1}, k, kx, th, dL/dk +=, dL/dth +=, v_reset, nd, hf (1: hard reset, 0: soft), alpha, need_k, stream)
-_REVERSE_ROW_P_SIG = ("nb.types.void(v1, v1, v1, v1, v1, v1, v1, v1, v1, d1, d1, f, f, f, f, nb.types.boolean, "
-                      "nb.types.boolean)")
+# the same with per-neuron k and th (rows of the block): (x_t, s_t, v, k, th, v_reset, stream, pf); the replay also
+# writes e_t = dh_t/dk (x_t - (v_{t-1} - v_reset), or -(v_{t-1} - v_reset) without decay_input) when need_e: (x_t,
+# h_t, e_t, v, k, th, v_reset, need_e)
+_FWD_ROW_P_SIG = "nb.types.intp(v1, v1, v1, v1, v1, f, nb.types.boolean, v1)"
+_REPLAY_ROW_P_SIG = "nb.types.void(v1, v1, v1, v1, v1, v1, f, nb.types.boolean)"
+# (h_t, dL/dx_t, dL/ds_t, dL/dv_t -> dL/dv_{t-1}, th, kx, 1 - k, nd, v_reset, alpha, stream, pf, pf2); dL/dv_t
+# from v_seq is added to dL/dv_t by the driver; pf, pf2: rows read next (the next sub-block's x_t, the next dL/ds_t
+# row), prefetched while this row is processed
+_REVERSE_ROW_SIG = "nb.types.void(v1, v1, v1, v1, f, f, f, f, f, f, nb.types.boolean, v1, v1)"
+# per-neuron parameters and parameter gradients: (h_t, e_t, dL/dx_t, dL/ds_t, dL/dv_t -> dL/dv_{t-1}, k, kx, th,
+# dL/dk_t, dL/dth_t (this step's terms, which the driver adds up in float64), v_reset, nd, hf (1: hard reset, 0:
+# soft), alpha, need_k, need_th, stream, pf, pf2)
+_REVERSE_ROW_P_SIG = ("nb.types.void(v1, v1, v1, v1, v1, v1, v1, v1, v1, v1, f, f, f, f, nb.types.boolean, "
+                      "nb.types.boolean, nb.types.boolean, v1, v1)")
 _SG_ROW_SIG = "nb.types.void(v1, f, v1)"  # (u, alpha, out)
 
 
@@ -165,42 +194,55 @@ def _rows_source():
             args = "kb, thb" if per else "kk, th"
             a += [
                 f"@nb.cfunc({_FWD_ROW_P_SIG if per else _FWD_ROW_SIG}, **JIT)",
-                f"def fwd_row{p}_{_tag(hard, decay)}(xr, sr, v, {args}, v_reset, stream):",
-                "    nbad = 0",
+                f"def fwd_row{p}_{_tag(hard, decay)}(xr, sr, v, {args}, v_reset, stream, pf):",
+                "    bad = False",
+                "    n = xr.shape[0]",
+                "    npf = pf.shape[0]",
+                "    for c in range(0, n, PF_CHUNK):",
+                "        ce = min(c + PF_CHUNK, n)",
+                "        for q in range(c, min(ce, npf), 64 // pf.itemsize):",
+                "            prefetch(pf, q)",
             ]
             for stream in (True, False):
+                ind = " " * 16
                 a += [
-                    f"    {'if stream' if stream else 'else'}:",
-                    "        for j in range(xr.shape[0]):",
-                    *("            " + ln for ln in load),
-                    "            vj = v[j]",
-                    "            xt = xr[j]",
-                    "            " + _H[decay].format(k="kk"),
-                    "            store_nt(sr, j, ONE if h >= th else ZERO)" if stream else
-                    "            sr[j] = ONE if h >= th else ZERO",
-                    "            v[j] = " + _V[hard].format(th="th"),
-                    "            nbad += (xt - xt) != ZERO  # NaN iff x is NaN or inf",
+                    f"        {'if stream' if stream else 'else'}:",
+                    "            for jj in range(c, ce):",
+                    ind + "j = U(jj)",
+                    *(ind + ln for ln in load),
+                    ind + "vj = v[j]",
+                    ind + "xt = xr[j]",
+                    ind + _H[decay].format(k="kk"),
+                    ind + "store_nt(sr, j, ONE if h >= th else ZERO)" if stream else
+                    ind + "sr[j] = ONE if h >= th else ZERO",
+                    ind + "v[j] = " + _V[hard].format(th="th"),
+                    ind + "bad |= (xt - xt) != ZERO  # NaN iff x is NaN or inf; a bool OR keeps 16 lanes",
                 ]
             # the replay with per-neuron parameters also writes e_t = dh_t/dk, with the operations of h_t
             ek = (["e = xt - (vj - v_reset)", "h = vj + e * kk"] if decay else
                   ["e = ZERO - (vj - v_reset)", _H[decay].format(k="kk")])
             a += [
-                "    return nbad",
+                "    return 1 if bad else 0",
                 "",
                 "",
                 f"@nb.cfunc({_REPLAY_ROW_P_SIG if per else _REPLAY_ROW_SIG}, **JIT)",
-                f"def replay_row{p}_{_tag(hard, decay)}(xr, hr, {'er, ' if per else ''}v, {args}, v_reset):",
-                "    for j in range(xr.shape[0]):",
-                *("        " + ln for ln in load),
-                "        vj = v[j]",
-                "        xt = xr[j]",
-                *("        " + ln for ln in (ek if per else [_H[decay].format(k="kk")])),
-                "        hr[j] = h",
-                *(["        er[j] = e"] if per else []),
-                "        v[j] = " + _V[hard].format(th="th"),
-                "",
-                "",
+                f"def replay_row{p}_{_tag(hard, decay)}(xr, hr, {'er, ' if per else ''}v, {args}, v_reset"
+                f"{', need_e' if per else ''}):",
             ]
+            for need_e in ((True, False) if per else (False,)):
+                ind = " " * (12 if per else 8)
+                a += [
+                    *([f"    {'if need_e' if need_e else 'else'}:"] if per else []),
+                    ind[4:] + "for j in range(xr.shape[0]):",
+                    *(ind + ln for ln in load),
+                    ind + "vj = v[j]",
+                    ind + "xt = xr[j]",
+                    *(ind + ln for ln in (ek if need_e else [_H[decay].format(k="kk")])),
+                    ind + "hr[j] = h",
+                    *([ind + "er[j] = e"] if need_e else []),
+                    ind + "v[j] = " + _V[hard].format(th="th"),
+                ]
+            a += ["", ""]
     return "\n".join(a)
 
 
@@ -212,50 +254,76 @@ def _reverse_source():
         dvdh = "((ZERO if u >= ZERO else ONE) + nd * (v_reset - h) * g)" if hard else "(ONE + cs * g)"
         a += [
             f"@nb.cfunc({_REVERSE_ROW_SIG}, **JIT)",
-            f"def reverse_row_{_tag(hard)}(hr, gxr, gsr, gvr, dv, th, kx, omk, nd, v_reset, alpha, stream):",
+            f"def reverse_row_{_tag(hard)}(hr, gxr, gsr, dv, th, kx, omk, nd, v_reset, alpha, stream, pf, pf2):",
             "    cs = nd * -th",
+            "    n = hr.shape[0]",
+            "    npf = pf.shape[0]",
+            "    npf2 = pf2.shape[0]",
+            "    for c in range(0, n, PF_CHUNK):",
+            "        ce = min(c + PF_CHUNK, n)",
+            "        for q in range(c, min(ce, npf), 64 // pf.itemsize):",
+            "            prefetch(pf, q)",
+            "        for q in range(c, min(ce, npf2), 64 // pf2.itemsize):",
+            "            prefetch(pf2, q)",
         ]
         for stream in (True, False):
             a += [
-                f"    {'if stream' if stream else 'else'}:",
-                "        for j in range(hr.shape[0]):",
-                "            h = hr[j]",
-                "            u = h - th",
-                "            g = _sg(u, alpha)",
-                f"            dh = gsr[j] * g + (dv[j] + gvr[j]) * {dvdh}",
-                "            store_nt(gxr, j, dh * kx)" if stream else
-                "            gxr[j] = dh * kx  # kx = k (decay_input) or 1",
-                "            dv[j] = dh * omk",
+                f"        {'if stream' if stream else 'else'}:",
+                "            for jj in range(c, ce):",
+                "                j = U(jj)",
+                "                h = hr[j]",
+                "                u = h - th",
+                "                g = _sg(u, alpha)",
+                f"                dh = gsr[j] * g + dv[j] * {dvdh}",
+                "                store_nt(gxr, j, dh * kx)" if stream else
+                "                gxr[j] = dh * kx  # kx = k (decay_input) or 1",
+                "                dv[j] = dh * omk",
             ]
         a += ["", ""]
-    # the reverse loop of the parameter path: per-neuron k and th, dL/dth always, dL/dk when need_k.  One loop for
-    # both reset kinds (few compiled variants): hf = 1 for hard reset, 0 for soft, each use exact (c = v_r - h
-    # or -th; base = 1 - s or 1).  The parameter gradients are sums over T (and later N): accumulated in float64.
+    # the reverse loop of the parameter path: per-neuron k and th, dL/dth when need_th, dL/dk when need_k.  One
+    # function for both reset kinds (few compiled variants): hf = 1 for hard reset, 0 for soft, each use exact
+    # (c = v_r - h or -th; base = 1 - s or 1).  The parameter gradients are sums over T (and later N): this loop
+    # writes the step's float32 terms, the driver adds them up in float64 (a float64 accumulator here would halve
+    # the vector width of the whole loop).
     a += [
         f"@nb.cfunc({_REVERSE_ROW_P_SIG}, **JIT)",
-        "def reverse_row_p(hr, er, gxr, gsr, gvr, dv, kb, kxb, thb, dk, dth, v_reset, nd, hf, alpha, need_k, stream):",
+        "def reverse_row_p(hr, er, gxr, gsr, dv, kb, kxb, thb, ck, cth, v_reset, nd, hf, alpha, need_k, need_th,",
+        "                  stream, pf, pf2):",
         "    sf = ONE - hf",
+        "    n = hr.shape[0]",
+        "    npf = pf.shape[0]",
+        "    npf2 = pf2.shape[0]",
+        "    for c in range(0, n, PF_CHUNK):",
+        "        ce = min(c + PF_CHUNK, n)",
+        "        for q in range(c, min(ce, npf), 64 // pf.itemsize):",
+        "            prefetch(pf, q)",
+        "        for q in range(c, min(ce, npf2), 64 // pf2.itemsize):",
+        "            prefetch(pf2, q)",
     ]
-    conds = {(True, True): "if need_k and stream", (True, False): "elif need_k", (False, True): "elif stream",
-             (False, False): "else"}
-    for (need_k, stream), cond in conds.items():
-        ind = " " * 12
+    # six loops: (dL/dk and dL/dth, dL/dk only (PLIF), dL/dth (or no parameter gradient)) x streamed or plain stores
+    conds = {(True, True, True): "if need_k and need_th and stream", (True, True, False): "elif need_k and need_th",
+             (True, False, True): "elif need_k and stream", (True, False, False): "elif need_k",
+             (False, True, True): "elif stream", (False, True, False): "else"}
+    for (need_k, need_th, stream), cond in conds.items():
+        ind = " " * 16
         a += [
-            f"    {cond}:",
-            "        for j in range(hr.shape[0]):",
+            f"        {cond}:",
+            "            for jj in range(c, ce):",
+            ind + "j = U(jj)",
             ind + "h = hr[j]",
             ind + "th = thb[j]",
             ind + "u = h - th",
             ind + "g = _sg(u, alpha)",
             ind + "sj = ONE if u >= ZERO else ZERO",
-            ind + "dvj = dv[j] + gvr[j]",
+            ind + "dvj = dv[j]",
             ind + "ngc = nd * (hf * (v_reset - h) - sf * th) * g",
             ind + "gsg = gsr[j] * g",
             ind + "dh = gsg + dvj * ((ONE - hf * sj) + ngc)",
-            ind + "dth[j] += -dvj * ngc - sf * dvj * sj - gsg",
         ]
+        if need_th:
+            a += [ind + "cth[j] = -dvj * ngc - sf * dvj * sj - gsg"]
         if need_k:
-            a += [ind + "dk[j] += dh * er[j]"]
+            a += [ind + "ck[j] = dh * er[j]"]
         a += [
             ind + ("store_nt(gxr, j, dh * kxb[j])" if stream else "gxr[j] = dh * kxb[j]  # kx = k or 1"),
             ind + "dv[j] = dh * (ONE - kb[j])",
@@ -283,7 +351,8 @@ def _drivers_source():
         f"SG_ROW = {fn.format(_SG_ROW_SIG)}",
         "b_ = nb.types.boolean",
         "FWD_SIG = nb.types.intp(v2, v1, v1, v1, f, b_, nb.types.intp, v2, v2, v1, b_, FWD_ROW, FWD_ROW_P)",
-        "BWD_SIG = nb.types.void(v2, v2, b_, v2, v1, v1, v1, v1, f, b_, b_, b_, f, nb.types.intp, v2, v1, d1, d1, b_,",
+        "i_ = nb.types.intp",
+        "BWD_SIG = nb.types.void(v2, v2, b_, v2, v1, v1, v1, v1, f, b_, b_, b_, f, i_, i_, v2, v1, d1, d1, b_,",
         "                        REPLAY_ROW, REVERSE_ROW, REPLAY_ROW_P, REVERSE_ROW_P)",
         "",
         "",
@@ -297,8 +366,9 @@ def _drivers_source():
         "    # v_reset is v_r^0: the reset value for hard reset, 0 for soft reset (the caller passes 0).",
         "    # fwd_row / fwd_row_p: the row loop for (hard, decay_input) with k and vth shared (length 1) / per",
         "    # neuron; stream: write the spikes with non-temporal stores (rows of s 64-byte aligned, checked by the",
-        "    # caller).  Returns the number of non-finite inputs.",
-        "    T, N = x.shape",
+        "    # caller).  Returns 0 iff every input is finite.  x is [T, N], or [1, N]: one step repeated T times.",
+        "    T, N = s.shape",
+        "    xs = 1 if x.shape[0] > 1 else 0  # x's row of step t is t * xs",
         "    nblk = (N + block - 1) // block",
         "    shared = k.shape[0] == 1 and vth.shape[0] == 1",
         "    nbad_all = 0",
@@ -306,18 +376,21 @@ def _drivers_source():
         "        n0 = b * block",
         "        n1 = min(n0 + block, N)",
         "        m = n1 - n0",
+        "        n2 = min(n1 + block, N)  # the next block: the row after x_t's is prefetched while x_t is read",
         "        v = v0[n0:n1].copy() if v0.shape[0] > 1 else np.full(m, v0[0])",
         "        nbad = 0",
         "        if shared:",
         "            for t in range(T):",
-        "                nbad += fwd_row(x[t, n0:n1], s[t, n0:n1], v, k[0], vth[0], v_reset, stream)",
+        "                nbad += fwd_row(x[t * xs, n0:n1], s[t, n0:n1], v, k[0], vth[0], v_reset, stream,",
+        "                                 x[(t + 1) * xs, n0:n1] if t + 1 < T else x[0, n1:n2])",
         "                if save_v:",
         "                    v_seq[t, n0:n1] = v",
         "        else:",
         "            kb = k[n0:n1].copy() if k.shape[0] > 1 else np.full(m, k[0])",
         "            thb = vth[n0:n1].copy() if vth.shape[0] > 1 else np.full(m, vth[0])",
         "            for t in range(T):",
-        "                nbad += fwd_row_p(x[t, n0:n1], s[t, n0:n1], v, kb, thb, v_reset, stream)",
+        "                nbad += fwd_row_p(x[t * xs, n0:n1], s[t, n0:n1], v, kb, thb, v_reset, stream,",
+        "                                 x[(t + 1) * xs, n0:n1] if t + 1 < T else x[0, n1:n2])",
         "                if save_v:",
         "                    v_seq[t, n0:n1] = v",
         "        v_last[n0:n1] = v",
@@ -325,64 +398,143 @@ def _drivers_source():
         "    return nbad_all",
         "",
         "",
-        "@nb.njit(BWD_SIG, parallel=True, **JIT)",
-        "def lif_bwd(x, gs, gs_const, gvseq, gvlast, v0, k, vth, v_reset, hard, decay_input, detach, alpha, block,",
-        "            gx, gv0, gk, gth, stream, replay_row, reverse_row, replay_row_p, reverse_row_p):",
-        "    # gs: [T, N], or (1, 1) holding one value for every element when gs_const; gvseq / gvlast: [T, N] / [N]",
-        "    # or empty for 'no gradient'.  Each block replays h_t into a block-local buffer (replay_row /",
-        "    # replay_row_p: the row loops for (hard, decay_input) with shared / per-neuron k and vth), then walks",
-        "    # back in time writing dL/dx_t once (stream: by non-temporal stores, rows of gx 64-byte aligned) with",
-        "    # reverse_row (shared k and vth, no parameter gradient) or reverse_row_p (per-neuron k and vth, dL/dth",
-        "    # and, when gk is not empty, dL/dk from e_t = dh_t/dk, which the replay keeps next to h_t), the row",
-        "    # loops for (hard, surrogate).",
-        "    T, N = x.shape",
-        "    nblk = (N + block - 1) // block",
+        "@nb.njit(inline='always')",
+        "def load_row(dst, src, c0):  # dst = src[c0:c0 + len(dst)], or src[0] everywhere for a length-1 src",
+        "    if src.shape[0] > 1:",
+        "        for j in range(dst.shape[0]):",
+        "            dst[j] = src[U(c0 + j)]",
+        "    else:",
+        "        for j in range(dst.shape[0]):",
+        "            dst[j] = src[0]",
+        "",
+        "",
+        "@nb.njit(inline='always')",
+        "def store_row(dst, src, c0):  # dst[c0:c0 + len(src)] = src",
+        "    for j in range(src.shape[0]):",
+        "        dst[U(c0 + j)] = src[j]",
+        "",
+        "",
+        "@nb.njit(inline='always')",
+        "def fill(dst, value):",
+        "    for j in range(dst.shape[0]):",
+        "        dst[j] = value",
+        "",
+        "",
+        "@nb.njit(**JIT)",
+        "def bwd_block(n0, n1, x, gs, gs_const, gvseq, gvlast, v0, k, vth, v_reset, hard, decay_input, detach, alpha,",
+        "              sub, gx, gv0, gk, gth, stream, replay_row, reverse_row, replay_row_p, reverse_row_p):",
+        "    # the neurons n0:n1 of lif_bwd: one parallel block",
+        "    T = gx.shape[0]",
+        "    xs = 1 if x.shape[0] > 1 else 0  # x [1, N]: one step repeated T times",
         "    has_gvseq = gvseq.shape[0] > 0",
         "    has_gvlast = gvlast.shape[0] > 0",
+        "    has_gv0 = gv0.shape[0] > 0",
         "    need_k = gk.shape[0] > 0",
         "    need_th = gth.shape[0] > 0",
         "    fast = k.shape[0] == 1 and vth.shape[0] == 1 and not (need_k or need_th)",
         "    nd = ZERO if detach else ONE  # 1 iff the reset carries gradient",
         "    hf = ONE if hard else ZERO",
-        "    for b in prange(nblk):",
-        "        n0 = b * block",
-        "        n1 = min(n0 + block, N)",
-        "        m = n1 - n0",
-        "        vinit = v0[n0:n1].copy() if v0.shape[0] > 1 else np.full(m, v0[0])",
-        "        v = vinit.copy()",
-        "        dv = gvlast[n0:n1].copy() if has_gvlast else np.zeros(m, dtype=x.dtype)  # dL/dv_t",
-        "        gsrow = np.full(m, gs[0, 0]) if gs_const else np.zeros(m, dtype=x.dtype)",
-        "        zrow = np.zeros(m, dtype=x.dtype)",
-        "        hb = np.empty((T, m), dtype=x.dtype)  # h_t of the block (stays in cache)",
+        "    gsc = gs[0, 0] if gs_const else ZERO",
+        "    nogs = gs[0, 0:0]  # an empty row: nothing to prefetch",
+        "    w = min(sub, n1 - n0)",
+        "    pw = 0 if fast else w  # the per-neuron path's buffers",
+        "    hb = np.empty((T, w), dtype=x.dtype)  # h_t of the sub-block (stays in cache)",
+        "    vbuf = np.empty(w, dtype=x.dtype)",
+        "    dvbuf = np.empty(w, dtype=x.dtype)  # dL/dv_t",
+        "    gsbuf = np.empty(w if gs_const else 0, dtype=x.dtype)  # dL/ds_t as a row when it is one number",
+        "    fill(gsbuf, gsc)",
+        "    eb = np.empty((T if need_k else 1, pw), dtype=x.dtype)  # e_t = dh_t/dk, kept when need_k",
+        "    kbuf = np.empty(pw, dtype=x.dtype)",
+        "    kxbuf = np.empty(pw, dtype=x.dtype)  # dh_t/dx_t: k (decay_input) or 1",
+        "    fill(kxbuf, ONE)",
+        "    thbuf = np.empty(pw, dtype=x.dtype)",
+        "    ckbuf = np.empty(pw, dtype=x.dtype)  # this step's terms of dL/dk and dL/dth",
+        "    cthbuf = np.empty(pw, dtype=x.dtype)",
+        "    dkbuf = np.empty(pw, dtype=np.float64)  # parameter gradients are sums over T (and later N):",
+        "    dthbuf = np.empty(pw, dtype=np.float64)  # accumulate them in float64",
+        "    for c0 in range(n0, n1, sub):",
+        "        c1 = min(c0 + sub, n1)",
+        "        c2 = min(c1 + sub, n1)  # the next sub-block: its x rows are prefetched",
+        "        m = c1 - c0",
+        "        v = vbuf[:m]",
+        "        dv = dvbuf[:m]",
+        "        load_row(v, v0, c0)",
+        "        if has_gvlast:",
+        "            load_row(dv, gvlast, c0)",
+        "        else:",
+        "            fill(dv, ZERO)",
         "        if fast:",
         "            kk = k[0]",
         "            kx = kk if decay_input else ONE",
         "            omk = ONE - kk",
         "            for t in range(T):  # 1. replay the forward: h_t, bit-identical to the forward's",
-        "                replay_row(x[t, n0:n1], hb[t], v, kk, vth[0], v_reset)",
+        "                replay_row(x[t * xs, c0:c1], hb[t, :m], v, kk, vth[0], v_reset)",
         "            for t in range(T - 1, -1, -1):  # 2. reverse sweep",
-        "                reverse_row(hb[t], gx[t, n0:n1], gsrow if gs_const else gs[t, n0:n1],",
-        "                            gvseq[t, n0:n1] if has_gvseq else zrow, dv, vth[0], kx, omk, nd, v_reset, alpha,",
-        "                            stream)",
+        "                if has_gvseq:  # dL/dv_t from v_seq joins the running dL/dv_t",
+        "                    for j in range(m):",
+        "                        dv[j] += gvseq[t, U(c0 + j)]",
+        "                gsr = gsbuf[:m] if gs_const else gs[t, c0:c1]",
+        "                pf2 = nogs if gs_const else (gs[t - 1, c0:c1] if t > 0 else gs[T - 1, c1:c2])",
+        "                reverse_row(hb[t, :m], gx[t, c0:c1], gsr, dv, vth[0], kx, omk, nd, v_reset, alpha,",
+        "                            stream, x[t * xs, c1:c2], pf2)",
         "        else:",
-        "            kb = k[n0:n1].copy() if k.shape[0] > 1 else np.full(m, k[0])",
-        "            thb = vth[n0:n1].copy() if vth.shape[0] > 1 else np.full(m, vth[0])",
-        "            eb = np.empty((T if need_k else 1, m), dtype=x.dtype)  # e_t = dh_t/dk, kept when need_k",
+        "            kb = kbuf[:m]",
+        "            thb = thbuf[:m]",
+        "            load_row(kb, k, c0)",
+        "            load_row(thb, vth, c0)",
+        "            kxb = kb if decay_input else kxbuf[:m]",
+        "            ck = ckbuf[:m]",
+        "            cth = cthbuf[:m]",
+        "            dk = dkbuf[:m]",
+        "            dth = dthbuf[:m]",
+        "            fill(dk, 0.0)",
+        "            fill(dth, 0.0)",
         "            for t in range(T):  # 1. replay the forward",
-        "                replay_row_p(x[t, n0:n1], hb[t], eb[t if need_k else 0], v, kb, thb, v_reset)",
-        "            kxb = kb if decay_input else np.ones(m, dtype=x.dtype)  # dh_t/dx_t",
-        "            dk = np.zeros(m, dtype=np.float64)  # parameter gradients are sums over T (and later N):",
-        "            dth = np.zeros(m, dtype=np.float64)  # accumulate them in float64",
+        "                replay_row_p(x[t * xs, c0:c1], hb[t, :m], eb[t if need_k else 0, :m], v, kb, thb,",
+        "                             v_reset, need_k)",
         "            for t in range(T - 1, -1, -1):  # 2. reverse sweep",
-        "                reverse_row_p(hb[t], eb[t if need_k else 0], gx[t, n0:n1],",
-        "                              gsrow if gs_const else gs[t, n0:n1],",
-        "                              gvseq[t, n0:n1] if has_gvseq else zrow, dv, kb, kxb, thb, dk, dth, v_reset,",
-        "                              nd, hf, alpha, need_k, stream)",
+        "                if has_gvseq:  # dL/dv_t from v_seq joins the running dL/dv_t",
+        "                    for j in range(m):",
+        "                        dv[j] += gvseq[t, U(c0 + j)]",
+        "                gsr = gsbuf[:m] if gs_const else gs[t, c0:c1]",
+        "                pf2 = nogs if gs_const else (gs[t - 1, c0:c1] if t > 0 else gs[T - 1, c1:c2])",
+        "                reverse_row_p(hb[t, :m], eb[t if need_k else 0, :m], gx[t, c0:c1], gsr, dv, kb, kxb,",
+        "                              thb, ck, cth, v_reset, nd, hf, alpha, need_k, need_th, stream,",
+        "                              x[t * xs, c1:c2], pf2)",
+        "                if need_th:",
+        "                    for j in range(m):",
+        "                        dth[j] += cth[j]",
+        "                if need_k:",
+        "                    for j in range(m):",
+        "                        dk[j] += ck[j]",
         "            if need_k:",
-        "                gk[n0:n1] = dk",
+        "                store_row(gk, dk, c0)",
         "            if need_th:",
-        "                gth[n0:n1] = dth",
-        "        gv0[n0:n1] = dv",
+        "                store_row(gth, dth, c0)",
+        "        if has_gv0:",
+        "            store_row(gv0, dv, c0)",
+        "",
+        "",
+        "@nb.njit(BWD_SIG, parallel=True, **JIT)",
+        "def lif_bwd(x, gs, gs_const, gvseq, gvlast, v0, k, vth, v_reset, hard, decay_input, detach, alpha,",
+        "            block, sub, gx, gv0, gk, gth, stream, replay_row, reverse_row, replay_row_p, reverse_row_p):",
+        "    # gs: [T, N], or (1, 1) holding one value for every element when gs_const; gvseq / gvlast / gv0:",
+        "    # [T, N] / [N] / [N] or empty for 'no gradient' ('not needed').  The parallel blocks (block",
+        "    # neurons, buffers allocated once per block) are cut into sub-blocks of sub neurons whose T x sub",
+        "    # history stays in cache.  Each sub-block replays h_t into that buffer (replay_row / replay_row_p:",
+        "    # the row loops for (hard, decay_input) with shared / per-neuron k and vth), then walks back in",
+        "    # time writing dL/dx_t once (stream: by non-temporal stores, rows of gx 64-byte aligned) with",
+        "    # reverse_row (shared k and vth, no parameter gradient) or reverse_row_p (per-neuron k and vth;",
+        "    # the step's terms of dL/dth and, when gk is not empty, of dL/dk from e_t = dh_t/dk, which the",
+        "    # replay keeps next to h_t; summed here in float64), the row loops for (hard, surrogate).  While",
+        "    # a reverse row runs it prefetches the next sub-block's x_t and the dL/ds row read next.",
+        "    N = x.shape[1]",
+        "    nblk = (N + block - 1) // block",
+        "    for b in prange(nblk):",
+        "        n0 = b * block",
+        "        bwd_block(n0, min(n0 + block, N), x, gs, gs_const, gvseq, gvlast, v0, k, vth, v_reset, hard,",
+        "                  decay_input, detach, alpha, sub, gx, gv0, gk, gth, stream, replay_row, reverse_row,",
+        "                  replay_row_p, reverse_row_p)",
         "",
     ]
     return "\n".join(a)
@@ -434,7 +586,7 @@ def _load_module(dtype: np.dtype, grad_src):
     kind = "lif" if grad_src is None else "reverse"
     sg_src = "" if grad_src is None else _derivative_source(grad_src)
     cache = cache_dir("cpu") if sg_src is not None else None
-    prelude = _PRELUDE.format(dtype=dtype.name, cache=cache is not None)
+    prelude = _PRELUDE.format(dtype=dtype.name, cache=cache is not None, pf_locality=PF_LOCALITY, pf_chunk=PF_CHUNK)
     if grad_src is None:
         parts = [prelude, _rows_source(), _drivers_source()]
     else:
@@ -516,13 +668,16 @@ def _sync_threads(numel: int) -> None:
         nb.set_num_threads(n)
 
 
-def _block(T: int, N: int, itemsize: int) -> int:
-    """Neurons per parallel block of the backward: the block's ``T x block`` working set fits in L2, at least 4
-    blocks per thread when there is enough work, and a multiple of 16 (whole SIMD vectors)."""
-    b = max(64, min(16384, L2_BYTES // max(1, T * itemsize)))
+def _block(T: int, N: int, itemsize: int) -> tuple[int, int]:
+    """(neurons per parallel block, per sub-block) of the backward.  A sub-block's ``T x sub`` history (h_t, and
+    e_t for dL/dk) fits in ``SUB_BYTES``; the parallel blocks hold whole sub-blocks, at least 4 blocks per thread
+    when there is enough work.  Both are multiples of 16 (whole SIMD vectors, 64-byte aligned rows)."""
+    sub = max(64, min(16384, SUB_BYTES // max(1, T * itemsize)))
     per_thread = -(-N // (4 * max(1, torch.get_num_threads())))
-    b = min(b, max(64, per_thread))
-    return max(16, (b // 16) * 16)
+    sub = min(sub, max(64, per_thread))
+    sub = max(16, (sub // 16) * 16)
+    block = max(sub, -(-per_thread // sub) * sub)
+    return block, sub
 
 
 STREAM_MIN_BYTES = 16 << 20  # outputs at least this large are written by non-temporal stores (see _stream)
@@ -637,6 +792,14 @@ def _grad_arg(g, T, N, dt, *, seq: bool) -> np.ndarray:
     return _np(g.reshape((T, N) if seq else (N,)).contiguous())
 
 
+def _x_arg(x_seq: torch.Tensor, T: int, N: int) -> np.ndarray:
+    """The input as a C array ``[T, N]``, or ``[1, N]`` when every step is the same memory (stride 0 over time,
+    e.g. a direct-coded first layer): the kernels then read that one step T times instead of a T-fold copy."""
+    if T > 1 and x_seq.stride(0) == 0:
+        return _np(x_seq[:1].reshape(1, N).contiguous())
+    return _np(x_seq.reshape(T, N).contiguous())
+
+
 class LIFFamilyCpuFn(torch.autograd.Function):
     """Fused forward/backward. ``k`` and ``v_th`` are floats or tensors broadcastable to ``x_seq.shape[1:]``."""
 
@@ -645,7 +808,7 @@ class LIFFamilyCpuFn(torch.autograd.Function):
         T = x_seq.shape[0]
         shape = x_seq.shape[1:]
         N = math.prod(shape)
-        xa = _np(x_seq.reshape(T, N).contiguous())
+        xa = _x_arg(x_seq, T, N)
         dt = xa.dtype
         hard = v_reset is not None
         vr = float(v_reset) if hard else 0.0
@@ -674,12 +837,12 @@ class LIFFamilyCpuFn(torch.autograd.Function):
     def backward(ctx, gs, gvlast, gvseq):
         x_seq, v0f, k_t, th_t = ctx.saved_tensors
         T, N, shape, hard, vr, decay_input, detach, surrogate, k_f, th_f = ctx.cfg
-        xa = _np(x_seq.reshape(T, N).contiguous())
+        xa = _x_arg(x_seq, T, N)
         dt = xa.dtype
         need_k = bool(ctx.needs_input_grad[2])
         need_th = bool(ctx.needs_input_grad[3])
         gx = _POOL.empty((T, N), x_seq.dtype)
-        gv0 = torch.empty(N, dtype=x_seq.dtype)
+        gv0 = torch.empty(N, dtype=x_seq.dtype) if ctx.needs_input_grad[1] else None
         gk = torch.empty(N, dtype=torch.float64) if need_k else None
         gth = torch.empty(N, dtype=torch.float64) if need_th else None
         if gs is None:  # only v_T / v_seq are used: the spikes' gradient is 0
@@ -695,7 +858,8 @@ class LIFFamilyCpuFn(torch.autograd.Function):
             xa, gs_a, gs_const, _grad_arg(gvseq, T, N, dt, seq=True), _grad_arg(gvlast, T, N, dt, seq=False),
             v0f.numpy(), _param_arg(k_f if k_t is None else k_t, x_seq, N, shape, dt),
             _param_arg(th_f if th_t is None else th_t, x_seq, N, shape, dt), dt.type(vr), hard, decay_input, detach,
-            dt.type(surrogate.alpha), _block(T, N, dt.itemsize * (2 if need_k else 1)), gxa, gv0.numpy(),
+            dt.type(surrogate.alpha), *_block(T, N, dt.itemsize * (2 if need_k else 1)), gxa,
+            _empty(dt, 1) if gv0 is None else gv0.numpy(),
             _empty(np.dtype(np.float64), 1) if gk is None else gk.numpy(),
             _empty(np.dtype(np.float64), 1) if gth is None else gth.numpy(), _stream(gxa),
             _row(mod, f"replay_row_{_tag(hard, decay_input)}"), _row(rev, f"reverse_row_{_tag(hard)}"),
