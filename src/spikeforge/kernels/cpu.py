@@ -361,6 +361,23 @@ def _drivers_source():
         "    row(u, alpha, out)",
         "",
         "",
+        "@nb.njit(inline='always')",
+        "def load_row(dst, src, c0):",
+        "    # dst = the neurons c0:c0 + len(dst) of a parameter given as src: one value for all (length 1), or",
+        "    # per neuron, periodic with period len(src) (N is a multiple of it: a parameter of the trailing",
+        "    # dims, the same for every sample, is passed once, not repeated over the batch)",
+        "    P = src.shape[0]",
+        "    if P == 1:",
+        "        for j in range(dst.shape[0]):",
+        "            dst[j] = src[0]",
+        "    elif c0 + dst.shape[0] <= P:",
+        "        for j in range(dst.shape[0]):",
+        "            dst[j] = src[U(c0 + j)]",
+        "    else:",
+        "        for j in range(dst.shape[0]):",
+        "            dst[j] = src[U((c0 + j) % P)]",
+        "",
+        "",
         "@nb.njit(FWD_SIG, parallel=True, **JIT)",
         "def lif_fwd(x, v0, k, vth, v_reset, save_v, block, s, v_seq, v_last, stream, fwd_row, fwd_row_p):",
         "    # v_reset is v_r^0: the reset value for hard reset, 0 for soft reset (the caller passes 0).",
@@ -386,8 +403,10 @@ def _drivers_source():
         "                if save_v:",
         "                    v_seq[t, n0:n1] = v",
         "        else:",
-        "            kb = k[n0:n1].copy() if k.shape[0] > 1 else np.full(m, k[0])",
-        "            thb = vth[n0:n1].copy() if vth.shape[0] > 1 else np.full(m, vth[0])",
+        "            kb = np.empty(m, dtype=x.dtype)",
+        "            thb = np.empty(m, dtype=x.dtype)",
+        "            load_row(kb, k, n0)",
+        "            load_row(thb, vth, n0)",
         "            for t in range(T):",
         "                nbad += fwd_row_p(x[t * xs, n0:n1], s[t, n0:n1], v, kb, thb, v_reset, stream,",
         "                                 x[(t + 1) * xs, n0:n1] if t + 1 < T else x[0, n1:n2])",
@@ -396,16 +415,6 @@ def _drivers_source():
         "        v_last[n0:n1] = v",
         "        nbad_all += nbad",
         "    return nbad_all",
-        "",
-        "",
-        "@nb.njit(inline='always')",
-        "def load_row(dst, src, c0):  # dst = src[c0:c0 + len(dst)], or src[0] everywhere for a length-1 src",
-        "    if src.shape[0] > 1:",
-        "        for j in range(dst.shape[0]):",
-        "            dst[j] = src[U(c0 + j)]",
-        "    else:",
-        "        for j in range(dst.shape[0]):",
-        "            dst[j] = src[0]",
         "",
         "",
         "@nb.njit(inline='always')",
@@ -776,9 +785,27 @@ def _shared(value: float, dt: np.dtype) -> np.ndarray:
 
 
 def _param_arg(p, x2: torch.Tensor, N: int, shape, dt: np.dtype) -> np.ndarray:
+    """A parameter as the kernels take it: one value (length 1), or per neuron with a period that divides N
+    (:func:`_periodic`), or all N values."""
     if not torch.is_tensor(p):
         return _shared(float(p), dt)
+    q = _periodic(p, shape)
+    if q is not None:
+        return _np(q.to(dtype=x2.dtype).reshape(-1).contiguous())
     return _param_vec(p, x2, N, shape).numpy()
+
+
+def _periodic(p: torch.Tensor, shape) -> torch.Tensor | None:
+    """``p`` without its leading broadcast dims when it spans the trailing dims of ``shape`` exactly (e.g. a
+    per-neuron threshold ``[C, H, W]`` for input ``[B, C, H, W]``): its flat values then repeat with period
+    ``p.numel()`` along the flat neurons, and the kernels index them modulo that period instead of receiving an
+    N-long copy.  None otherwise (e.g. a per-channel ``[C, 1, 1]``)."""
+    q = p.detach()
+    while q.dim() > 0 and q.shape[0] == 1 and q.numel() > 1:
+        q = q[0]
+    if q.numel() <= 1 or q.dim() > len(shape) or tuple(q.shape) != tuple(shape[len(shape) - q.dim():]):
+        return None
+    return q
 
 
 def _saveable(p):
