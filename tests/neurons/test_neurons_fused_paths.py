@@ -120,3 +120,51 @@ def test_block_size_keeps_the_block_buffer_small():
     assert block_size(20, 4) == 256          # e.g. GLIF's backward: 2 x 2 states, 8 parameters, 8 gradients
     assert block_size(20, 8) == 128
     assert block_size(1000, 8) == 128        # never below 128
+
+
+@pytest.mark.parametrize("cell", ["multilevel", "sigma_delta"])
+def test_streaming_stores_and_short_blocks_match_reference(cell, monkeypatch):
+    # outputs written by non-temporal stores (forced here for a small output: rows 64-byte aligned, N a multiple of
+    # 16) and blocks shorter than the compiled block size (the run's block length is chosen per call).  The
+    # streaming kernels are a compile-time variant generated the same way for every cell: two cells (one with a
+    # replay, one without) keep the compile time down
+    import spikeforge.kernels.fused as fused
+    from spikeforge.functional import alif, lifb, multilevel
+
+    monkeypatch.setattr(fused, "STREAM_MIN_BYTES", 0)
+    g = torch.Generator().manual_seed(13)
+    x0 = (torch.rand(5, 4, 3, 64, generator=g) * 2.0).to(DT)      # N = 768: 64-byte rows, several blocks
+    w = torch.randn(x0.shape, generator=g).to(DT)
+    fn, kw = {"glif": (glif, {}), "alif": (alif, {}), "lifb": (lifb, {}),
+              "multilevel": (multilevel, {"cap": 4}), "sigma_delta": (sigma_delta, {"omega": 3.0})}[cell]
+    res = []
+    for backend in ("cpu", "reference"):
+        x = x0.clone().requires_grad_()
+        out, st = fn(x, backend=backend, **kw)
+        ((out * w).sum() + st[0].sum()).backward()
+        res.append((out.detach(), x.grad))
+    assert fused._stream(res[0][0].reshape(5, -1).numpy(), fused.run_block(1024, 768))
+    assert torch.equal(res[0][0], res[1][0])
+    torch.testing.assert_close(res[0][1], res[1][1], rtol=1e-5, atol=1e-7)
+
+
+def test_lifb_backward_computes_only_the_needed_parameter_gradient():
+    # only beta requires a gradient (the LIFB module's case): the backward kernel specialised for it
+    from spikeforge.functional import lifb
+
+    g = torch.Generator().manual_seed(17)
+    x0 = (torch.rand(T, B, C, N, generator=g) * 2.5).to(DT)
+    beta0 = (1.0 + 2 * torch.rand(C, 1, generator=g)).to(DT)
+    res = []
+    for backend in ("cpu", "reference"):
+        x = x0.clone().requires_grad_()
+        beta = beta0.clone().requires_grad_()
+        tau = torch.full((C, 1), 0.5, dtype=DT)                    # a tensor that needs no gradient
+        o, st = lifb(x, tau=tau, beta=beta, backend=backend)
+        w = torch.linspace(-1.0, 1.0, o.numel(), dtype=DT).reshape(o.shape)
+        ((o * w).sum() + st.u.sum()).backward()
+        res.append((o.detach(), x.grad, beta.grad, tau.grad))
+    assert torch.equal(res[0][0], res[1][0])
+    assert res[0][3] is None and res[1][3] is None
+    torch.testing.assert_close(res[0][1], res[1][1], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(res[0][2], res[1][2], rtol=1e-5, atol=1e-5 * res[1][2].abs().max().item())

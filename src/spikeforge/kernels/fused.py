@@ -20,24 +20,35 @@ Executions:
 
 - ``reference``: a plain torch loop over ``x_seq.unbind(0)`` calling ``step`` bound to torch; autograd gives
   the gradient (the definition of truth).
-- ``cpu``: a numba driver generated for the cell's arity: parallel over blocks of neurons (``prange``; the block
-  size, a compile-time constant, is the largest up to 1,024 whose block buffer fits ``L1_BYTES``, see
-  :func:`block_size`), sequential in time.  Each time step of a block is one row loop in its own function whose
-  block-local values (states, parameters, gradients) sit in one flat buffer at compile-time offsets, so LLVM
-  vectorises it (few runtime alias checks; a plain loop over many arrays stays scalar).  The forward saves only
-  ``x`` (the input itself), the initial states, the parameter rows (``[P, N]``) and the tables of the ``seq``
-  parameters; the backward replays the forward of each block into a ``T x S x block`` history that stays in
-  cache (skipped when ``vjp`` reads no state, see :func:`vjp_reads_states`), then runs ``vjp`` in reverse time.
-  Kernels use numpy's error model (a division by zero gives inf/nan, as in torch, instead of raising).
+- ``cpu``: a numba driver generated for the cell's arity: parallel over blocks of neurons (``prange``),
+  sequential in time.  Each time step of a block is one row loop in its own function whose block-local values
+  (states, parameters, gradients) sit in one flat buffer at compile-time offsets, so LLVM vectorises it (few
+  runtime alias checks; a plain loop over many arrays stays scalar).  The buffer's row length (the most neurons
+  per block) is a compile-time constant, :func:`block_size`: the backward's buffer, read and written many times
+  per element, fits ``L1_BYTES`` (up to 1,024 neurons); the forward's, only states and parameters, may take
+  ``FWD_BYTES`` (up to 8,192 neurons), so x and the outputs are read and written in long runs.  The block length
+  of a call is that size or less (:func:`run_block`: at least 4 blocks per thread).  The forward saves only ``x``
+  (the input itself), the initial states (one value for a constant state such as the default zeros) and the
+  parameter tables; the backward replays the forward of each block into a ``T x S x block`` history that stays
+  in cache (skipped when ``vjp`` reads no state, see :func:`vjp_reads_states`), then runs ``vjp`` in reverse
+  time.  Rows of x and of the incoming gradient are prefetched ``PREFETCH`` steps ahead (a block's row of one
+  step is a short run at a stride of N values, which the hardware prefetchers do not follow), and ``[T, N]``
+  outputs of at least ``STREAM_MIN_BYTES`` are written by non-temporal stores.  Kernels use numpy's error model
+  (a division by zero gives inf/nan, as in torch, instead of raising); the surrogate's number literals are typed
+  like the data, so float32 kernels compute in float32.
 
-Parameters are floats or tensors broadcastable to ``x_seq.shape[1:]`` (per neuron, per channel or shared);
-their per-neuron gradients are reduced back with ``sum_to_size``.  Parameters listed in ``Cell.seq_params`` may
-change over time (broadcastable to the whole ``x_seq``): the kernels keep them as ``[T, Q]`` tables (``Q`` table
-entries along the dims where they vary, each a run of neurons) filled into the block buffer at every step, and
-sum their gradients per run.  Parameters listed in ``Cell.const_params`` (e.g. a spike cap) are compiled in as
-constants, one kernel per value.  Each (cell, dtype) compiles once (cached on disk, see :func:`_build`); the
-backward once per surrogate and per gradient variant (every parameter gradient, or none: the compiler drops the
-code of gradients nobody asked for).
+Parameters are floats or tensors broadcastable to ``x_seq.shape[1:]`` (per neuron, per channel or shared).  The
+kernels take every one as a table of ``Q`` entries, each a run of ``inner`` consecutive neurons (``Q`` spans the
+dims where the parameter varies: a per-channel value is ``Q = C`` runs of ``H x W``; a shared one is one entry),
+filled into the block buffer once per block: no ``[N]``-sized copy of a per-channel value is made.  A gradient is
+summed per run in the kernel (float32 sums of a block flushed into float64) and added into its table, then
+reduced to the parameter's shape with ``sum_to_size``.  Parameters listed in ``Cell.seq_params`` may change over
+time (broadcastable to the whole ``x_seq``): their tables have ``T`` rows, filled at every step, and their
+gradients are summed per step (a ``seq`` parameter without a time dim is static like the others).  Parameters
+listed in ``Cell.const_params`` (e.g. a spike cap) are compiled in as constants, one kernel per value.  Each
+(cell, dtype) compiles once (cached on disk, see :func:`_build`); the backward once per surrogate and per set of
+parameters whose gradient is needed (the compiler drops the code and the buffer rows of the others: the LIFB
+module, which learns only ``beta``, computes only that gradient).
 
 Example:
     >>> import torch
@@ -73,8 +84,15 @@ from ._layout import permute_seq, permute_step, step_perm
 from .cpu import _POOL, _sync_threads
 from .dispatch import check_backend_name, resolve_backend
 
-L1_BYTES = 24 * 1024  # a block's local buffer (states, parameters, gradients) should stay in L1
-MAX_BLOCK = 1024
+L1_BYTES = 24 * 1024  # the backward's block buffer (states, parameters, gradients) should stay in L1
+MAX_BLOCK = 1024  # neurons per block of the backward, at most
+# The forward's block buffer holds only states and parameters and may sit in L2: long blocks read x and write the
+# outputs in long runs per step (rows of 1 KB at a stride of N cost twice as much per byte as rows of 16 KB)
+FWD_BYTES = 128 * 1024
+FWD_MAX_BLOCK = 8192
+# Rows of x and of the incoming gradient are prefetched this many steps ahead: a block's row of one step is one
+# short run (1-4 KB) at a stride of N values, too short for the hardware prefetchers to follow
+PREFETCH = 2
 _lock = threading.Lock()
 _FWD: dict = {}
 _BWD: dict = {}
@@ -184,13 +202,64 @@ import numpy as np
 import numba as nb
 from numba import prange
 
-ONE = np.{dtype}(1.0)
-ZERO = np.{dtype}(0.0)
-PI = math.pi
-SQRT_PI = math.sqrt(math.pi)
+DT = np.{dtype}
+ONE = DT(1.0)
+ZERO = DT(0.0)
+PI = DT(math.pi)
+SQRT_PI = DT(math.sqrt(math.pi))
 exp = math.exp
 absf = abs
 floor = np.floor
+
+
+@nb.extending.intrinsic
+def store_nt(typingctx, arr, idx, val):
+    # arr[idx] = val as a non-temporal (streaming) store, which skips reading the line into the cache first.  It
+    # claims 64-byte alignment: only for rows that start 64-byte aligned (see _stream), so that the vectorised
+    # loop's stores (at multiples of the vector width from the row start) are aligned.
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args[0]
+        ary = context.make_array(aty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [args[1]], wraparound=False)
+        st = builder.store(args[2], ptr, align=64)
+        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return nb.types.void(arr, idx, arr.dtype), codegen
+
+
+@nb.extending.intrinsic
+def _prefetch(typingctx, arr, i, j):
+    # a prefetch (into all cache levels) of the line holding arr[i, j]
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args[0]
+        ary = context.make_array(aty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [args[1], args[2]], wraparound=False)
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return nb.types.void(arr, i, j), codegen
+
+
+LINE = 64 // np.dtype(DT).itemsize  # values per cache line
+PF = {prefetch}  # steps ahead that a block's rows of x and of the incoming gradient are prefetched (0: none)
+
+
+@nb.njit(inline="always")
+def prefetch_row(a, t, n0, n1):
+    # the rows t of a [T, N] array over the block [n0, n1), when t is a step
+    if PF > 0 and 0 <= t < a.shape[0]:
+        for n in range(n0, n1, LINE):
+            _prefetch(a, t, n)
 
 
 @nb.njit(inline="always")
@@ -227,15 +296,22 @@ def mspike(u, vth, cap):
 
 
 @nb.njit(inline="always")
-def fill_runs(dst, n0, m, tab, inner, Q):
-    # dst[j] = tab[((n0 + j) // inner) % Q] for j < m, one run of equal values at a time (a per-channel table
-    # gives runs of ``inner`` neurons)
+def fill_tab(dst, n0, m, tab, off, Q, inner):
+    # dst[j] = tab[off + ((n0 + j) // inner) % Q] for j < m: a parameter table of Q entries, each a run of ``inner``
+    # consecutive neurons (a per-channel table gives runs of H x W neurons; ``inner`` = 1: one entry per neuron)
     j = 0
-    while j < m:
-        n = n0 + j
-        e = min(m, j + inner - n % inner)
-        dst[j:e] = tab[(n // inner) % Q]
-        j = e
+    if inner == 1:
+        while j < m:
+            s = (n0 + j) % Q
+            e = min(m, j + Q - s)
+            dst[j:e] = tab[off + s:off + s + e - j]
+            j = e
+    else:
+        while j < m:
+            n = n0 + j
+            e = min(m, j + inner - n % inner)
+            dst[j:e] = tab[off + (n // inner) % Q]
+            j = e
 
 
 @nb.njit(fastmath={{"reassoc", "nsz"}}, error_model="numpy")
@@ -248,16 +324,33 @@ def _sum(src):
 
 
 @nb.njit(inline="always")
-def sum_runs(dst, n0, m, src, inner):
-    # dst[k] += the sum of src over the k-th run of the block (runs as in fill_runs)
-    j = 0
-    k = 0
-    while j < m:
-        n = n0 + j
-        e = min(m, j + inner - n % inner)
-        dst[k] += _sum(src[j:e])
-        j = e
-        k += 1
+def sum_tab(dst, n0, m, src, inner):
+    # dst[k] += the sum of src over the k-th run of the block (runs as in fill_tab); dst is float64: the float32
+    # partial sums of one block are flushed into float64
+    if inner == 1:
+        for j in range(m):
+            dst[j] += src[j]
+    else:
+        j = 0
+        k = 0
+        while j < m:
+            n = n0 + j
+            e = min(m, j + inner - n % inner)
+            dst[k] += _sum(src[j:e])
+            j = e
+            k += 1
+
+
+@nb.njit(inline="always")
+def reduce_tab(gtab, toff, Q, inner, Tp, gbuf, goff, runs, nblk, blk):
+    # gtab[toff + t * Q + q] = the sum over blocks of the runs that hold table entry q (run k of block b holds
+    # entry ((b * blk) // inner + k) % Q)
+    for b in range(nblk):
+        e0 = (b * blk) // inner
+        for t in range(Tp):
+            base = goff + (b * Tp + t) * runs
+            for k in range(runs):
+                gtab[toff + t * Q + (e0 + k) % Q] += gbuf[base + k]
 
 
 @nb.njit(inline="always")
@@ -290,7 +383,23 @@ def _renamed_source(fn: Callable, new_name: str) -> str | None:
     return src if n == 1 else None
 
 
-def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads=()):
+def _typed_source(src: str | None) -> str | None:
+    """``src`` with every number literal typed like the data (``0.5`` -> ``DT(0.5)``): a bare float literal is
+    float64 in numba and would widen a float32 kernel's math (and halve its vector width)."""
+    import ast
+
+    class Typed(ast.NodeTransformer):
+        def visit_Constant(self, node):
+            if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+                return ast.copy_location(ast.Call(ast.Name("DT", ast.Load()), [node], []), node)
+            return node
+
+    if src is None:
+        return None
+    return ast.unparse(ast.fix_missing_locations(Typed().visit(ast.parse(src)))) + "\n"
+
+
+def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads=(), stream=False):
     """Compile the ``direction`` ("fwd"/"bwd") driver of ``cell`` for ``np_dtype`` (and the values ``consts`` of
     ``cell.const_params``; for "bwd", the indices ``grads`` of the parameters whose gradient it computes).
     Returns ``(driver, neurons per block)``.
@@ -310,17 +419,17 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
     cidx = {cell.params.index(n): f"CONST{i}" for i, n in enumerate(cell.const_params)}
     seq = tuple(cell.params.index(n) for n in cell.seq_params)
     if direction == "fwd":
-        blk = block_size(_forward_rows(cell), np_dtype.itemsize)
-        driver = _gen_forward_src(cell.n_states, cell.n_params, cidx, seq, blk)
+        blk = _fwd_cap(cell, np_dtype.itemsize)
+        driver = _gen_forward_src(cell.n_states, cell.n_params, cidx, seq, blk, stream)
     else:
-        blk = block_size(_backward_rows(cell, grads), np_dtype.itemsize)
+        blk = _bwd_cap(cell, grads, np_dtype.itemsize)
         replay = vjp_reads_states(cell)
-        driver = _gen_backward_src(cell.n_states, cell.n_params, cidx, seq, grads, replay, blk)
-    prelude = _PRELUDE.format(dtype=np_dtype.name) + "".join(
+        driver = _gen_backward_src(cell.n_states, cell.n_params, cidx, seq, grads, replay, blk, stream)
+    prelude = _PRELUDE.format(dtype=np_dtype.name, prefetch=PREFETCH) + "".join(
         f"CONST{i} = np.{np_dtype.name}({float(v)!r})\n" for i, v in enumerate(consts))
     rows = re.findall(r"^def (row_\w+)\(", driver, flags=re.M)  # the per-row loops the driver calls
     srcs = {slot: _renamed_source(f, f"_{slot.lower()}_fn") for slot, f in fns.items()}
-    sg_src = _renamed_source(grad_src, "_sg_derivative") if grad_src is not None else ""
+    sg_src = _typed_source(_renamed_source(grad_src, "_sg_derivative")) if grad_src is not None else ""
     cache = cache_dir("fused") if (all(v is not None for v in srcs.values()) and sg_src is not None) else None
     if cache is not None:
         parts = [prelude, sg_src or "", "" if grad_src is None else
@@ -329,8 +438,8 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
             parts += [src, f'{slot} = nb.njit(inline="always")(_{slot.lower()}_fn)\n']
         parts += [driver, "".join(f'{r} = nb.njit(cache=True, error_model="numpy")({r})\n' for r in rows),
                   f'{fname} = nb.njit(parallel=True, nogil=True, cache=True, error_model="numpy")({fname})\n']
-        mod = load_generated(cache, f"{cell.name}_{direction}_{np_dtype.name}", "\n\n".join(parts),
-                             "spikeforge_fused")
+        stem = f"{cell.name}_{direction}_{np_dtype.name}" + ("_nt" if stream else "")
+        mod = load_generated(cache, stem, "\n\n".join(parts), "spikeforge_fused")
         return getattr(mod, fname), blk
     g: dict = {}
     exec(compile(prelude + "\n\n" + driver, f"<spikeforge.kernels.fused:{cell.name}>", "exec"), g)  # noqa: S102
@@ -343,19 +452,35 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
     return nb.njit(parallel=True, nogil=True, error_model="numpy")(g[fname]), blk
 
 
-def block_size(n_rows: int, itemsize: int) -> int:
-    """Neurons per parallel block of a generated kernel whose block-local buffer holds ``n_rows`` rows: the
-    largest power of two up to 1024 (at least 128) whose buffer fits in ``L1_BYTES``.  A larger buffer spills to
-    L2 on every row access (e.g. ALIF's backward with six parameter gradients: 16 rows)."""
-    blk = MAX_BLOCK
-    while blk > 128 and n_rows * blk * itemsize > L1_BYTES:
+def block_size(n_rows: int, itemsize: int, budget: int = L1_BYTES, max_block: int = MAX_BLOCK) -> int:
+    """Neurons per parallel block (at most) of a generated kernel whose block-local buffer holds ``n_rows`` rows:
+    the largest power of two up to ``max_block`` (at least 128) whose buffer fits in ``budget`` bytes.  For the
+    backward, whose buffer is read and written many times per element, the budget is L1: a larger buffer spills to
+    L2 on every row access (e.g. GLIF's backward with eight parameter gradients: 20 rows)."""
+    blk = max_block
+    while blk > 128 and n_rows * blk * itemsize > budget:
         blk //= 2
     return blk
 
 
+def _fwd_cap(cell: Cell, itemsize: int) -> int:
+    return block_size(_forward_rows(cell), itemsize, FWD_BYTES, FWD_MAX_BLOCK)
+
+
+def _bwd_cap(cell: Cell, grads: tuple, itemsize: int) -> int:
+    return block_size(_backward_rows(cell, grads), itemsize, L1_BYTES, MAX_BLOCK)
+
+
+def run_block(cap: int, N: int) -> int:
+    """Neurons per block of one call: ``cap`` (the kernel's block size), or fewer (a multiple of 16) so that each
+    thread gets at least 4 blocks when ``N`` is small."""
+    per = -(-N // (4 * max(1, torch.get_num_threads())))
+    return max(16, min(cap, -(-per // 16) * 16))
+
+
 def _forward_rows(cell: Cell) -> int:
-    """Rows of the forward's block buffer: states, array parameters, the NaN accumulator."""
-    return cell.n_states + cell.n_params - len(cell.const_params) + 1
+    """Rows of the forward's block buffer: states and array parameters."""
+    return cell.n_states + cell.n_params - len(cell.const_params)
 
 
 def _backward_rows(cell: Cell, grads: tuple) -> int:
@@ -379,88 +504,115 @@ def vjp_reads_states(cell: Cell) -> bool:
     return False
 
 
-def _param_slots(P: int, consts: dict, seq: tuple, first_row: int, blk: int):
-    """Per parameter: its expression inside the row loop (a ``loc`` row or a constant); the ``loc`` offsets of
-    the static array parameters (filled once per block) and of the ``seq`` parameters (filled every step)."""
-    exprs, offs, soffs, r = [], {}, {}, first_row
+def _param_slots(P: int, consts: dict, first_row: int, blk: int):
+    """Per parameter: its expression inside the row loop (a ``loc`` row or a constant), and the ``loc`` offset of
+    each array parameter (its index in the parameter tables is its rank among them)."""
+    exprs, offs, r = [], {}, first_row
     for i in range(P):
         if i in consts:
             exprs.append(consts[i])
         else:
-            (soffs if i in seq else offs)[i] = r * blk
+            offs[i] = r * blk
             exprs.append(f"loc[{r * blk} + j]")
             r += 1
-    return exprs, offs, soffs
+    return exprs, offs
 
 
-def _gen_forward_src(S: int, P: int, consts: dict, seq: tuple, blk: int) -> str:
-    # A block's states, parameters and NaN accumulator live in one flat local buffer ``loc`` at offsets that are
-    # multiples of ``blk`` (compile-time constants): LLVM sees a single pointer with constant distances, so the
-    # per-row loop needs at most 3 runtime alias checks and vectorises.  ``row_fwd`` is its own function, so no
-    # loop value lives past the loop.  Parameters that change over time (``seq``) are filled from their
-    # ``[T, Q]`` tables before every step.
+def _fill_src(a, offs: dict, seq: tuple, indent: str, when: str) -> None:
+    """Code filling the ``loc`` rows of the array parameters from their tables ``tab`` (``pm[r]`` = offset, Q,
+    inner, steps): ``when="block"`` the static ones (once per block), ``"step"`` the time-varying ones (every
+    step ``t``)."""
+    for r, (i, k) in enumerate(offs.items()):
+        if when == "block" and i in seq:
+            a(f"{indent}if pm[{r}, 3] == 1:")
+            a(f"{indent}    fill_tab(loc[{k}:{k} + m], n0, m, tab, pm[{r}, 0], pm[{r}, 1], pm[{r}, 2])")
+        elif when == "block":
+            a(f"{indent}fill_tab(loc[{k}:{k} + m], n0, m, tab, pm[{r}, 0], pm[{r}, 1], pm[{r}, 2])")
+        elif i in seq:
+            a(f"{indent}if pm[{r}, 3] > 1:")
+            a(f"{indent}    fill_tab(loc[{k}:{k} + m], n0, m, tab, pm[{r}, 0] + t * pm[{r}, 1], pm[{r}, 1], "
+              f"pm[{r}, 2])")
+
+
+def _state_fill_src(a, S: int, o_s: list, indent: str) -> None:
+    # an initial state is a row of N values, or of one value (a constant state, e.g. the default zeros)
+    for i in range(S):
+        a(f"{indent}if st{i}.shape[0] == 1:")
+        a(f"{indent}    loc[{o_s[i]}:{o_s[i]} + m] = st{i}[0]")
+        a(f"{indent}else:")
+        a(f"{indent}    loc[{o_s[i]}:{o_s[i]} + m] = st{i}[n0:n1]")
+
+
+def _gen_forward_src(S: int, P: int, consts: dict, seq: tuple, blk: int, stream: bool) -> str:
+    # A block's states and parameters live in one flat local buffer ``loc`` at offsets that are multiples of
+    # ``blk`` (compile-time constants): LLVM sees a single pointer with constant distances, so the per-row loop
+    # needs few runtime alias checks and vectorises.  ``row_fwd`` is its own function, so no loop value lives past
+    # the loop; it counts the non-finite inputs (an integer reduction, which vectorises).  Parameters come as
+    # tables (``tab``, described by ``pm``), filled into ``loc`` once per block, or before every step for a
+    # parameter that changes over time.
     o_s = [i * blk for i in range(S)]
-    p_expr, o_p, o_sp = _param_slots(P, consts, seq, S, blk)
-    o_acc = (S + len(o_p) + len(o_sp)) * blk
+    p_expr, o_p = _param_slots(P, consts, S, blk)
+    K = S + len(o_p)
+    sts = ", ".join(f"st{i}" for i in range(S))
     L = []
     a = L.append
     a("def row_fwd(xr, orow, loc):")
+    a("    nbad = 0")
     a("    for j in range(xr.shape[0]):")
     a("        xj = xr[j]")
     a(f"        o, {', '.join(f'n{i}' for i in range(S))} = STEP(xj, "
       f"{', '.join([f'loc[{k} + j]' for k in o_s] + p_expr)})")
-    a("        orow[j] = o")
+    a("        store_nt(orow, j, o)" if stream else "        orow[j] = o")
     for i in range(S):
         a(f"        loc[{o_s[i]} + j] = n{i}")
-    a(f"        loc[{o_acc} + j] += xj * ZERO")
+    a("        nbad += (xj - xj) != ZERO  # NaN iff x is NaN or inf")
+    a("    return nbad")
     a("")
     a("")
-    a("def fused_fwd(x, st0, prm, stab, sinner, sq, rec, out, vseq, st_last, bad):")
+    a(f"def fused_fwd(x, {sts}, tab, pm, rec, out, vseq, st_last, bad, bl):")
     a("    T, N = x.shape")
-    a(f"    nblk = (N + {blk - 1}) // {blk}")
+    a("    nblk = (N + bl - 1) // bl")
     a("    for b in prange(nblk):")
-    a(f"        n0 = b * {blk}")
-    a(f"        n1 = min(n0 + {blk}, N)")
+    a("        n0 = b * bl")
+    a("        n1 = min(n0 + bl, N)")
     a("        m = n1 - n0")
-    a(f"        loc = np.zeros({o_acc + blk}, dtype=x.dtype)")
-    for i in range(S):
-        a(f"        loc[{o_s[i]}:{o_s[i]} + m] = st0[{i}, n0:n1]")
-    for r, k in enumerate(o_p.values()):
-        a(f"        loc[{k}:{k} + m] = prm[{r}, n0:n1]")
+    a(f"        loc = np.empty({max(K, 1) * blk}, dtype=x.dtype)")
+    _state_fill_src(a, S, o_s, "        ")
+    _fill_src(a, o_p, seq, "        ", "block")
+    a("        nbad = 0")
     a("        for t in range(T):")
-    for r, k in enumerate(o_sp.values()):
-        a(f"            fill_runs(loc[{k}:{k} + m], n0, m, stab[{r}, t], sinner[{r}], sq[{r}])")
-    a("            row_fwd(x[t, n0:n1], out[t, n0:n1], loc)")
+    _fill_src(a, o_p, seq, "            ", "step")
+    a("            prefetch_row(x, t + PF, n0, n1)")
+    a("            nbad += row_fwd(x[t, n0:n1], out[t, n0:n1], loc)")
     a("            if rec:")
     a("                vseq[t, n0:n1] = loc[:m]")
     for i in range(S):
         a(f"        st_last[{i}, n0:n1] = loc[{o_s[i]}:{o_s[i]} + m]")
-    a("        for j in range(m):")
-    a(f"            if loc[{o_acc} + j] != ZERO:")
-    a("                bad[b] = 1")
+    a("        bad[b] = 1 if nbad > 0 else 0")
     return "\n".join(L) + "\n"
 
 
-def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, replay: bool, blk: int) -> str:
+def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, replay: bool, blk: int,
+                      stream: bool) -> str:
     # Per block: replay the forward from the initial state (the states entering every step land in a block-local
     # history of T x S x blk values that stays in cache), then run the vjp in reverse time.  Nothing [T, N]-sized
     # is saved by the forward.  ``loc`` holds states, parameters, state gradients and the gradients of the
     # parameters listed in ``grads`` (the others are not computed: the compiler drops their code).  Without
-    # ``replay`` (the vjp reads no state) there is no replay and no history.  The gradient of a ``seq``
-    # parameter is summed per step over each run of equal table entries into ``gseq[r, block, t, run]``.
+    # ``replay`` (the vjp reads no state) there is no replay and no history.  A parameter gradient is summed per
+    # run of equal table entries into ``gbuf`` (float64; ``gm[g]`` = offset, runs per block), at the end of the
+    # block, or after every step for a parameter that changes over time; after the parallel loop the runs are
+    # added into the gradient tables ``gtab`` (``gm[g, 2]`` = offset).
     o_s = [i * blk for i in range(S)]
-    p_expr, o_p, o_sp = _param_slots(P, consts, seq, S, blk)
-    Pa = len(o_p) + len(o_sp)
+    p_expr, o_p = _param_slots(P, consts, S, blk)
+    Pa = len(o_p)
     o_g = [(S + Pa + i) * blk for i in range(S)]
     o_gp = {i: (2 * S + Pa + r) * blk for r, i in enumerate(grads)}
+    rank = {i: r for r, i in enumerate(o_p)}  # table row of each array parameter
     K = 2 * S + Pa + len(grads)
+    sts = ", ".join(f"st{i}" for i in range(S))
+    gsl = ", ".join(f"gs{i}" for i in range(S))
     L = []
     a = L.append
-
-    def fills(indent):
-        for r, k in enumerate(o_sp.values()):
-            a(f"{indent}fill_runs(loc[{k}:{k} + m], n0, m, stab[{r}, t], sinner[{r}], sq[{r}])")
-
     if replay:
         a("def row_replay(xr, hr, loc):")
         a("    for j in range(xr.shape[0]):")
@@ -474,70 +626,88 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
         a("")
         a("")
     a("def row_bwd(gor, xr, gxr, hr, loc, alpha):")
-    a("    for j in range(xr.shape[0]):")
     st_args = [f"hr[{k} + j]" for k in o_s] if replay else ["ZERO"] * S
     args = ["gor[j]"] + [f"loc[{k} + j]" for k in o_g] + ["xr[j]"] + st_args + p_expr + ["alpha"]
     outs = ["dx"] + [f"ds{i}" for i in range(S)] + [f"dp{i}" if i in o_gp else "_" for i in range(P)]
+    a("    for j in range(xr.shape[0]):")
     a(f"        {', '.join(outs)} = VJP({', '.join(args)})")
-    a("        gxr[j] = dx")
+    a("        store_nt(gxr, j, dx)" if stream else "        gxr[j] = dx")
     for i in range(S):
         a(f"        loc[{o_g[i]} + j] = ds{i}")
     for i, k in o_gp.items():
-        a(f"        loc[{k} + j] {'=' if i in o_sp else '+='} dp{i}")
+        a(f"        loc[{k} + j] += dp{i}")
     a("")
     a("")
-    a("def fused_bwd(gout, gst_last, gvseq, x, st0, prm, stab, sinner, sq, alpha, gx, gst0, gprm, gseq):")
+    a(f"def fused_bwd(gout, {gsl}, gvseq, x, {sts}, tab, pm, alpha, gx, gst0, gbuf, gm, gtab, bl):")
     a("    T, N = x.shape")
-    a(f"    nblk = (N + {blk - 1}) // {blk}")
+    a("    nblk = (N + bl - 1) // bl")
     a("    has_gv = gvseq.shape[0] > 0")
     a(f"    H = {S * blk if replay else 0}")
     a("    for b in prange(nblk):")
-    a(f"        n0 = b * {blk}")
-    a(f"        n1 = min(n0 + {blk}, N)")
+    a("        n0 = b * bl")
+    a("        n1 = min(n0 + bl, N)")
     a("        m = n1 - n0")
     a(f"        loc = np.zeros({K * blk}, dtype=x.dtype)")
     a("        hist = np.empty(T * H, dtype=x.dtype)")
     if replay:
-        for i in range(S):
-            a(f"        loc[{o_s[i]}:{o_s[i]} + m] = st0[{i}, n0:n1]")
-    for r, k in enumerate(o_p.values()):
-        a(f"        loc[{k}:{k} + m] = prm[{r}, n0:n1]")
+        _state_fill_src(a, S, o_s, "        ")
+    _fill_src(a, o_p, seq, "        ", "block")
     if replay:
         a("        for t in range(T):")
-        fills("            ")
+        _fill_src(a, o_p, seq, "            ", "step")
+        a("            prefetch_row(x, t + PF, n0, n1)")
         a("            row_replay(x[t, n0:n1], hist[t * H:(t + 1) * H], loc)")
     for i in range(S):
-        a(f"        loc[{o_g[i]}:{o_g[i]} + m] = gst_last[{i}, n0:n1]")
+        a(f"        if gs{i}.shape[0] > 0:")
+        a(f"            loc[{o_g[i]}:{o_g[i]} + m] = gs{i}[n0:n1]")
     a("        for t in range(T - 1, -1, -1):")
     a("            if has_gv:")
     a(f"                loc[{o_g[0]}:{o_g[0]} + m] += gvseq[t, n0:n1]")
-    fills("            ")
+    _fill_src(a, o_p, seq, "            ", "step")
+    a("            prefetch_row(gout, t - PF, n0, n1)")
+    if not replay:  # else x was read by the replay, and the block's rows are still in cache
+        a("            prefetch_row(x, t - PF, n0, n1)")
     a("            row_bwd(gout[t, n0:n1], x[t, n0:n1], gx[t, n0:n1], hist[t * H:(t + 1) * H], loc, alpha)")
-    for r, i in enumerate(i for i in o_sp if i in o_gp):
-        k = o_gp[i]
-        a(f"            sum_runs(gseq[{r}, b, t], n0, m, loc[{k}:{k} + m], sinner[{list(o_sp).index(i)}])")
+    for g, i in enumerate(grads):
+        if i in seq:  # a time-varying parameter: its gradient per step, then the row starts again from zero
+            r, k = rank[i], o_gp[i]
+            a(f"            if pm[{r}, 3] > 1:")
+            a(f"                sum_tab(gbuf[gm[{g}, 0] + (b * T + t) * gm[{g}, 1]:], n0, m, loc[{k}:{k} + m], "
+              f"pm[{r}, 2])")
+            a(f"                loc[{k}:{k} + m] = ZERO")
+    for g, i in enumerate(grads):
+        r, k = rank[i], o_gp[i]
+        ind = "        "
+        if i in seq:
+            a(f"        if pm[{r}, 3] == 1:")
+            ind += "    "
+        a(f"{ind}sum_tab(gbuf[gm[{g}, 0] + b * gm[{g}, 1]:], n0, m, loc[{k}:{k} + m], pm[{r}, 2])")
     for i in range(S):
         a(f"        gst0[{i}, n0:n1] = loc[{o_g[i]}:{o_g[i]} + m]")
-    for r, (i, k) in enumerate((i, k) for i, k in o_gp.items() if i not in o_sp):
-        a(f"        gprm[{r}, n0:n1] = loc[{k}:{k} + m]")
+    for g, i in enumerate(grads):
+        r = rank[i]
+        a(f"    reduce_tab(gtab, gm[{g}, 2], pm[{r}, 1], pm[{r}, 2], pm[{r}, 3], gbuf, gm[{g}, 0], gm[{g}, 1], "
+          "nblk, bl)")
     return "\n".join(L) + "\n"
 
 
-def _forward_kernel(cell: Cell, np_dtype, consts=()):
-    key = (cell, np_dtype.str, consts)
+# ``stream`` (outputs written by non-temporal stores) is a compile-time variant: small inputs (e.g. the tests) never
+# compile the streaming kernels, large ones compile them once (cached on disk)
+def _forward_kernel(cell: Cell, np_dtype, consts=(), stream=False):
+    key = (cell, np_dtype.str, consts, stream)
     with _lock:
         fn = _FWD.get(key)
         if fn is None:
-            fn = _FWD[key] = _build(cell, np_dtype, "fwd", None, consts)
+            fn = _FWD[key] = _build(cell, np_dtype, "fwd", None, consts, stream=stream)
     return fn
 
 
-def _backward_kernel(cell: Cell, np_dtype, surrogate: Surrogate, consts=(), grads=()):
-    key = (cell, np_dtype.str, surrogate.grad_source, consts, grads)
+def _backward_kernel(cell: Cell, np_dtype, surrogate: Surrogate, consts=(), grads=(), stream=False):
+    key = (cell, np_dtype.str, surrogate.grad_source, consts, grads, stream)
     with _lock:
         fn = _BWD.get(key)
         if fn is None:
-            fn = _BWD[key] = _build(cell, np_dtype, "bwd", surrogate.grad_source, consts, grads)
+            fn = _BWD[key] = _build(cell, np_dtype, "bwd", surrogate.grad_source, consts, grads, stream)
     return fn
 
 
@@ -545,33 +715,61 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
-def _param_row(p, like: torch.Tensor, shape, N: int) -> torch.Tensor:
+_NO_GRAD = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
+
+
+STREAM_MIN_BYTES = 16 << 20  # [T, N] outputs at least this large are written by non-temporal stores
+
+
+def _stream(out: np.ndarray, bl: int) -> bool:
+    """Whether a kernel writes ``out`` ([T, N]) by non-temporal stores: for outputs too large to stay in the last-level
+    cache, that saves reading each line before it is written.  The stores claim 64-byte alignment, so every row of
+    every block must start 64-byte aligned (the buffer pool aligns its buffers)."""
+    return (out.nbytes >= STREAM_MIN_BYTES and out.ctypes.data % 64 == 0 and (out.shape[1] * out.itemsize) % 64 == 0
+            and (bl * out.itemsize) % 64 == 0)
+
+
+def _state_row(s: torch.Tensor, N: int) -> torch.Tensor:
+    """An initial state as a row of N values, or of one value when it is one value broadcast (stride 0, e.g. the
+    default zeros): the kernels fill a block's state from either."""
+    s = s.detach()
+    if N > 1 and s.numel() == N and all(st == 0 for st in s.stride()):
+        return s[(0,) * s.dim()].reshape(1)
+    s = s.reshape(N)
+    return s if s.is_contiguous() else s.contiguous()
+
+
+def _param_table(p, T: int, shape, N: int, dtype: torch.dtype):
+    """A parameter (a float, or a tensor broadcastable to ``[B, ...]`` or, for a ``seq`` parameter, to
+    ``[T, B, ...]`` with ``x_seq``'s rank) as ``(table [Tp, Q] as a flat numpy array, Q, inner, Tp, table shape)``:
+    the value of neuron ``n`` (C order) at step ``t`` is ``table[t if Tp > 1 else 0, (n // inner) % Q]``.  The dims
+    along which ``p`` varies span ``Q`` (e.g. the channels: ``inner`` = H x W); dims between them are expanded.
+    A float or a tensor with one value is one entry for all neurons (``inner`` = N)."""
     if not torch.is_tensor(p):
-        return torch.full((N,), float(p), dtype=like.dtype)
-    return torch.broadcast_to(p.detach().to(like.dtype), shape).reshape(N)
-
-
-def _seq_table(p: torch.Tensor, T: int, shape):
-    """A parameter broadcastable to ``[T, *shape]`` as ``(table [T, Q], inner, Q, table shape)``: the value of
-    neuron ``n`` (C order) at step ``t`` is ``table[t, (n // inner) % Q]``.  The dims along which ``p`` varies
-    span ``Q`` (e.g. the channels: ``inner`` = H x W); dims that are not contiguous are expanded."""
+        return np.full(1, p, dtype=_np(torch.empty(0, dtype=dtype)).dtype), 1, max(N, 1), 1, None
     nd = len(shape)
-    p = p.detach().reshape((1,) * (nd + 1 - p.dim()) + tuple(p.shape))
+    p = p.detach()
+    if p.dtype != dtype:
+        p = p.to(dtype)
+    p = p.reshape((1,) * (nd + 1 - p.dim()) + tuple(p.shape))
+    Tp = int(p.shape[0]) if T > 1 else 1
     var = [d for d in range(nd) if p.shape[1 + d] != 1]
     if var:  # from the first varying dim to the last (the dims in between are expanded)
-        var = list(range(var[0], var[-1] + 1))
-    d0, d1 = (var[0], var[-1]) if var else (nd, nd - 1)
-    Q = int(np.prod(shape[d0:d1 + 1])) if var else 1
-    inner = int(np.prod(shape[d1 + 1:])) if var else 1
-    tshape = (T, *[shape[d] if d0 <= d <= d1 else 1 for d in range(nd)])
-    return p.expand(tshape).reshape(T, Q).contiguous(), inner, Q, tshape
+        d0, d1 = var[0], var[-1]
+        Q = int(np.prod(shape[d0:d1 + 1]))
+        inner = int(np.prod(shape[d1 + 1:]))
+    else:
+        d0, d1, Q, inner = nd, nd - 1, 1, max(N, 1)
+    tshape = (Tp, *[shape[d] if d0 <= d <= d1 else 1 for d in range(nd)])
+    tab = p.expand(tshape).reshape(Tp * Q)
+    return _np(tab if tab.is_contiguous() else tab.contiguous()), Q, inner, Tp, tshape
 
 
 class FusedCellFn(torch.autograd.Function):
     """Fused numba forward/backward of any :class:`Cell` over a whole sequence ``[T, ...]``.
 
     ``apply(cell, surrogate, record, check, x_seq, *states, *params)`` returns
-    ``(out [T, ...], v_seq [T, ...] or empty, *final_states)``.
+    ``(out [T, ...], v_seq [T, ...] or empty, *final_states)``.  Parameters are floats or tensors.
     """
 
     @staticmethod
@@ -581,33 +779,38 @@ class FusedCellFn(torch.autograd.Function):
         T = x_seq.shape[0]
         shape = x_seq.shape[1:]
         N = int(np.prod(shape)) if len(shape) else 1
-        x2 = x_seq.detach().reshape(T, N).contiguous()
-        consts, arr, seq = _split_params(cell, params)
-        st0 = torch.stack([s.detach().to(x2.dtype).reshape(N) for s in states])
-        prm = torch.stack([_param_row(params[i], x2, shape, N) for i in arr]) if arr else x2.new_empty(0, N)
-        tabs = [_seq_table(params[i].to(x2.dtype), T, shape) for i in seq]
-        qmax = max([t[2] for t in tabs], default=0)
-        stab = x2.new_zeros(len(seq), T, qmax)
-        for r, (tab, _, q, _) in enumerate(tabs):
-            stab[r, :, :q] = tab
-        sinner = np.array([t[1] for t in tabs], dtype=np.int64)
-        sq = np.array([t[2] for t in tabs], dtype=np.int64)
+        x2 = x_seq.detach().reshape(T, N)
+        if not x2.is_contiguous():
+            x2 = x2.contiguous()
+        dt = x2.dtype
+        consts, arr = _split_params(cell, params)
+        st = [_state_row(s, N) for s in states]
+        # every array parameter as a table (no [N]-sized copy of a per-channel or shared value): one flat array,
+        # pm[r] = (offset, Q, inner, steps) of the r-th
+        tabs = [_param_table(params[i], T, shape, N, dt) for i in arr]
+        pm = np.zeros((len(tabs), 4), dtype=np.int64)
+        off = 0
+        for r, (tab, q, inner, tp, _) in enumerate(tabs):
+            pm[r] = (off, q, inner, tp)
+            off += tab.shape[0]
+        tab = np.concatenate([t[0] for t in tabs]) if tabs else _np(x2.new_zeros(1))
         # [T, N] outputs come from the CPU kernels' buffer pool (a fresh 16 MB buffer costs as much in page faults
         # as the whole kernel)
-        out = _POOL.empty(x2.shape, x2.dtype)
-        vseq = _POOL.empty(x2.shape, x2.dtype) if record else x2.new_empty(0, 0)
-        st_last = torch.empty_like(st0)
-        kernel, blk = _forward_kernel(cell, _np(x2).dtype, consts)
-        bad = np.zeros((N + blk - 1) // blk, dtype=np.uint8)
+        out = _POOL.empty(x2.shape, dt)
+        vseq = _POOL.empty(x2.shape, dt) if record else x2.new_empty(0, 0)
+        st_last = torch.empty(S, N, dtype=dt)
         _sync_threads(T * N)
-        kernel(_np(x2), _np(st0), _np(prm), _np(stab), sinner, sq, record, _np(out), _np(vseq), _np(st_last), bad)
+        bl = run_block(_fwd_cap(cell, tab.itemsize), N)
+        kernel = _forward_kernel(cell, tab.dtype, consts, _stream(_np(out), bl))[0]
+        bad = np.zeros((N + bl - 1) // bl, dtype=np.uint8)
+        kernel(_np(x2), *[_np(s) for s in st], tab, pm, record, _np(out), _np(vseq), _np(st_last), bad, bl)
         if check and bad.any():
             raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
-        # saved for backward: x (the input itself, no copy when contiguous), the initial states, the parameter
-        # rows ([S + P, N]) and tables: the backward replays the forward block by block instead of saving [T, N]
-        # states
-        ctx.save_for_backward(x2, st0, prm, stab)
-        ctx.cfg = (cell, surrogate, record, T, N, shape, consts, arr, seq, sinner, sq, [t[3] for t in tabs])
+        # saved for backward: x (the input itself, no copy when contiguous), the initial states (as given) and the
+        # parameter tables: the backward replays the forward block by block instead of saving [T, N] states
+        ctx.save_for_backward(x2, *st)
+        ctx.tab, ctx.pm = tab, pm
+        ctx.cfg = (cell, surrogate, record, T, N, shape, consts, arr, [t[1:] for t in tabs])
         ctx.p_shapes = [p.shape if torch.is_tensor(p) else None for p in params]
         ctx.s_shapes = [s.shape for s in states]
         res = [out.reshape(x_seq.shape), vseq.reshape(x_seq.shape) if record else x2.new_empty(0)]
@@ -616,57 +819,62 @@ class FusedCellFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out, g_vseq, *g_states):
-        x2, st0, prm, stab = ctx.saved_tensors
-        cell, surrogate, record, T, N, shape, consts, arr, seq, sinner, sq, tshapes = ctx.cfg
+        x2, *st = ctx.saved_tensors
+        cell, surrogate, record, T, N, shape, consts, arr, tinfo = ctx.cfg
         S = cell.n_states
         dt = x2.dtype
-        go = (g_out if g_out is not None else x2.new_zeros(T, N)).reshape(T, N).contiguous().to(dt)
-        gv = g_vseq.reshape(T, N).contiguous().to(dt) if (record and g_vseq is not None) else x2.new_empty(0, 0)
-        gsl = torch.stack([(g if g is not None else x2.new_zeros(N)).reshape(N).to(dt) for g in g_states])
+        npdt = ctx.tab.dtype
+
+        def rows(g, n_rows):
+            g = g.reshape(n_rows, N) if n_rows else g.reshape(N)
+            if g.dtype != dt:
+                g = g.to(dt)
+            return g if g.is_contiguous() else g.contiguous()
+
+        go = rows(g_out, T) if g_out is not None else x2.new_zeros(T, N)
+        gv = rows(g_vseq, T) if (record and g_vseq is not None) else x2.new_empty(0, 0)
+        gs = [_np(rows(g, 0)) if g is not None else _NO_GRAD[npdt] for g in g_states]
         needs = ctx.needs_input_grad
-        # parameter gradients: all of them or none (two kernels per cell at most; the compiler drops the code of
-        # the gradients a kernel does not compute, and their rows leave the block buffer)
-        grads = tuple(sorted(arr + seq)) if any(needs[5 + S + i] for i in arr + seq) else ()
-        g_arr = [i for i in grads if i not in seq]
-        g_seq = [i for i in grads if i in seq]
-        kernel, blk = _backward_kernel(cell, _np(x2).dtype, surrogate, consts, grads)
-        nblk = (N + blk - 1) // blk
-        runs = max([blk // int(sinner[seq.index(i)]) + 2 for i in g_seq], default=0)
-        gx = _POOL.empty(x2.shape, dt)
-        gst0 = torch.empty(S, N, dtype=dt)
-        gprm = torch.empty(len(g_arr), N, dtype=dt)
-        gseq = torch.zeros(len(g_seq), nblk, T, runs, dtype=dt)
-        alpha = np.array(surrogate.alpha, dtype=_np(x2).dtype)[()]
+        # the backward kernel is specialised for the parameters whose gradient is needed (the compiler drops the
+        # code and the block-buffer rows of the others)
+        r_of = {i: r for r, i in enumerate(arr)}
+        grads = tuple(i for i in arr if needs[5 + S + i])
         _sync_threads(T * N)
-        kernel(_np(go), _np(gsl), _np(gv), _np(x2), _np(st0), _np(prm), _np(stab), sinner, sq, alpha, _np(gx),
-               _np(gst0), _np(gprm), _np(gseq))
+        bl = run_block(_bwd_cap(cell, grads, npdt.itemsize), N)
+        nblk = (N + bl - 1) // bl
+        # per gradient: (offset in gbuf, runs per block, offset of its table in gtab); a block of bl neurons spans at
+        # most bl // inner + 2 runs of one table entry
+        gm = np.zeros((len(grads), 3), dtype=np.int64)
+        nbuf = ntab = 0
+        for g, i in enumerate(grads):
+            q, inner, tp, _ = tinfo[r_of[i]]
+            runs = min(bl, bl // inner + 2)
+            gm[g] = (nbuf, runs, ntab)
+            nbuf += nblk * tp * runs
+            ntab += tp * q
+        gbuf = np.zeros(max(nbuf, 1), dtype=np.float64)
+        gtab = np.zeros(max(ntab, 1), dtype=np.float64)
+        gx = _POOL.empty(x2.shape, dt)
+        kernel = _backward_kernel(cell, npdt, surrogate, consts, grads, _stream(_np(gx), bl))[0]
+        gst0 = torch.empty(S, N, dtype=dt)
+        alpha = npdt.type(surrogate.alpha)
+        kernel(_np(go), *gs, _np(gv), _np(x2), *[_np(s) for s in st], ctx.tab, ctx.pm, alpha, _np(gx), _np(gst0),
+               gbuf, gm, gtab, bl)
         g_st = [gst0[i].reshape(shape).sum_to_size(ctx.s_shapes[i]) if needs[5 + i] else None for i in range(S)]
         g_p = [None] * cell.n_params
-        for r, i in enumerate(g_arr):
+        gtab_t = torch.from_numpy(gtab)
+        for g, i in enumerate(grads):
+            q, inner, tp, tshape = tinfo[r_of[i]]
+            t = gtab_t[int(gm[g, 2]):int(gm[g, 2]) + tp * q].to(dt).reshape(tshape)
             ps = ctx.p_shapes[i]
-            if ps is not None and needs[5 + S + i]:
-                g = gprm[r].reshape(shape)
-                g_p[i] = g.sum_to_size(ps) if len(ps) else g.sum()
-        for r, i in enumerate(g_seq):
-            if needs[5 + S + i]:
-                k = seq.index(i)
-                inner, q = int(sinner[k]), int(sq[k])
-                # run j of block b holds table entry ((b * blk) // inner + j) % Q
-                idx = (torch.arange(nblk).mul_(blk).div_(inner, rounding_mode="floor")[:, None]
-                       + torch.arange(runs)[None, :]) % q
-                gt = x2.new_zeros(T, q).index_add_(1, idx.reshape(-1), gseq[r].permute(1, 0, 2).reshape(T, -1))
-                g_p[i] = gt.reshape(tshapes[k]).sum_to_size(ctx.p_shapes[i])
+            g_p[i] = t.sum_to_size(ps) if len(ps) else t.sum()
         return (None, None, None, None, gx.reshape((T, *shape)), *g_st, *g_p)
 
 
 def _split_params(cell: Cell, params):
-    """``(values of cell.const_params, indices of the parameters passed as per-neuron rows, indices of
-    cell.seq_params)``."""
-    consts, arr, seq = [], [], []
+    """``(values of cell.const_params, indices of the other parameters, which the kernels take as tables)``."""
+    consts, arr = [], []
     for i, (name, p) in enumerate(zip(cell.params, params)):
-        if name in cell.seq_params:
-            seq.append(i)
-            continue
         if name not in cell.const_params:
             arr.append(i)
             continue
@@ -676,7 +884,7 @@ def _split_params(cell: Cell, params):
                                  f"(it is compiled in), got a tensor of shape {tuple(p.shape)}")
             p = p.item()
         consts.append(float(p))
-    return tuple(consts), arr, seq
+    return tuple(consts), arr
 
 
 def reference_seq(cell: Cell, x_seq, states, params, surrogate: Surrogate, record: bool = False):
@@ -724,19 +932,25 @@ def run_cell(cell: Cell, x_seq: torch.Tensor, states=None, params=(), surrogate=
     """
     sg = get_surrogate(surrogate)
     shape = x_seq.shape[1:]
-    if states is None:
-        states = tuple(torch.zeros(shape, dtype=x_seq.dtype, device=x_seq.device) for _ in cell.states)
+    if states is None:  # one zero broadcast (stride 0): nothing [B, ...]-sized to allocate or copy
+        states = tuple(x_seq.new_zeros(()).expand(shape) for _ in cell.states)
     states = tuple(s.to(x_seq.dtype).expand(shape) if s.shape != shape else s.to(x_seq.dtype) for s in states)
     if len(states) != cell.n_states or len(params) != cell.n_params:
         raise ValueError(f"{cell.name}: expected {cell.n_states} states and {cell.n_params} params, got "
                          f"{len(states)} and {len(params)}")
-    params = tuple(p.to(x_seq.dtype) if torch.is_tensor(p) else
-                   torch.tensor(float(p), dtype=x_seq.dtype, device=x_seq.device) for p in params)
-    params = tuple(_seq_view(n, p, x_seq) if n in cell.seq_params else p for n, p in zip(cell.params, params))
+    params = tuple(p.to(x_seq.dtype) if torch.is_tensor(p) else float(p) for p in params)
+    params = tuple(_seq_view(n, p, x_seq) if n in cell.seq_params and torch.is_tensor(p) else p
+                   for n, p in zip(cell.params, params))
     name = resolve_cell_backend(backend, x_seq)
     if name == "reference":
         if check and not bool(torch.isfinite(x_seq).all()):
             raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
+        # floats as tensors of x's dtype, so each op rounds like the fused kernels (a Python float would be
+        # combined with other floats in float64 first)
+        params = tuple(p if torch.is_tensor(p) else
+                       torch.tensor(p, dtype=x_seq.dtype, device=x_seq.device).reshape(
+                           (1,) * (x_seq.dim() if n in cell.seq_params else 0))
+                       for n, p in zip(cell.params, params))
         return reference_seq(cell, x_seq, states, params, sg, record)
     if x_seq.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"backend='cpu': dtype {x_seq.dtype} is not supported (float32, float64); "
@@ -744,12 +958,13 @@ def run_cell(cell: Cell, x_seq: torch.Tensor, states=None, params=(), surrogate=
     if x_seq.device.type != "cpu":
         raise ValueError(f"backend='cpu': x_seq is on {x_seq.device}; the cpu backend needs CPU tensors")
     # flags/config parameters never need a gradient
-    params = tuple(p.detach() if n in cell.no_grad_params else p for n, p in zip(cell.params, params))
+    params = tuple(p.detach() if n in cell.no_grad_params and torch.is_tensor(p) else p
+                   for n, p in zip(cell.params, params))
     order = step_perm(x_seq)
     if order is not None:  # a dense non-C layout (channels-last): run in memory order, return the same layout
         x_seq = permute_seq(x_seq, order)
         states = tuple(permute_step(s, order) for s in states)
-        params = tuple(permute_seq(p, order) if n in cell.seq_params else permute_step(p, order)
+        params = tuple(permute_seq(p, order) if n in cell.seq_params and torch.is_tensor(p) else permute_step(p, order)
                        for n, p in zip(cell.params, params))
     res = FusedCellFn.apply(cell, sg, record, check, x_seq, *states, *params)
     out, vseq, final = res[0], res[1], tuple(res[2:])
@@ -773,9 +988,9 @@ def cell_seq(cell: Cell, x_seq, state, state_cls, params, *, surrogate, backend,
     check_bool("check_inputs", check_inputs)
     check_backend_name(backend)
     shape = x_seq.shape[1:]
-    if state is None:
+    if state is None:  # one value broadcast (stride 0): nothing [B, ...]-sized to allocate or copy
         init = init or (0.0,) * cell.n_states
-        states = tuple(torch.full(shape, float(v), dtype=x_seq.dtype, device=x_seq.device) for v in init)
+        states = tuple(torch.full((), float(v), dtype=x_seq.dtype, device=x_seq.device).expand(shape) for v in init)
     else:
         if not isinstance(state, tuple) or len(state) != cell.n_states:
             raise ValueError(f"state: expected {state_cls.__name__}({', '.join(cell.states)}), got "
