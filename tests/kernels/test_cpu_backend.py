@@ -102,3 +102,18 @@ def test_a_repeated_step_is_read_once_and_matches_the_copied_input(dtype, T, per
         assert torch.equal(s_a, s_b)
         for a, b in zip(g_a, g_b):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_first_fused_call_keeps_torchs_thread_count():
+    """numba's OpenMP pool, started by the first fused call, resets the thread count torch reads; the kernels give
+    the user's ``torch.set_num_threads`` back (checked in a fresh process, where the pool is not started yet)."""
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.set_num_threads(1)\n"
+            "from spikeforge.functional import lif\n"
+            "lif(torch.rand(4, 8, 70000), backend='cpu')\n"
+            "print(torch.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "1"

@@ -62,9 +62,22 @@ _lock = threading.Lock()
 _MODULES: dict = {}  # (dtype, None) or (dtype, derivative function) -> generated module
 
 
+_POOL_STARTED = False
+
+
 def _numba():
+    """numba, with its thread pool started.  Starting numba's OpenMP pool (which loading or running any parallel
+    kernel does) resets the OpenMP thread count that ``torch.get_num_threads()`` reads; it is started here, before
+    any kernel, and torch's count is given back, so a user's ``torch.set_num_threads`` survives."""
+    global _POOL_STARTED
     import numba
 
+    if not _POOL_STARTED:
+        t = torch.get_num_threads()
+        numba.get_num_threads()  # starts the pool
+        if torch.get_num_threads() != t:
+            torch.set_num_threads(t)
+        _POOL_STARTED = True
     return numba
 
 

@@ -82,6 +82,7 @@ from ..surrogate import Surrogate, SpikeFn, bind, get_surrogate
 from ._codegen import cache_dir, load_generated
 from ._layout import permute_seq, permute_step, step_perm
 from .cpu import _POOL, _sync_threads
+from .cpu import _numba as _cpu_numba
 from .dispatch import check_backend_name, resolve_backend
 
 L1_BYTES = 24 * 1024  # the backward's block buffer (states, parameters, gradients) should stay in L1
@@ -189,10 +190,7 @@ def torch_step(cell: Cell, surrogate: Surrogate) -> Callable:
 
 
 # --- numba bindings ------------------------------------------------------------------------------------
-def _numba():
-    import numba
-
-    return numba
+_numba = _cpu_numba  # numba with its pool started (torch's thread count kept): see cpu._numba
 
 
 # Scalar helpers of the fused kernels.  ONE/ZERO are typed like the data (float32 kernels stay in float32).

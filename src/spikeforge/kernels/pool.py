@@ -136,6 +136,9 @@ _MOD: list = []
 
 def _module():
     if not _MOD:
+        from .cpu import _numba
+
+        _numba()  # starts numba's pool first, keeping torch's thread count
         with _lock:
             if not _MOD:
                 d = cache_dir("pool")
