@@ -78,7 +78,7 @@ def spikingjelly(name):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=11, help="timed runs of each fused kernel (the median is kept)")
     ap.add_argument("--no-write", action="store_true", help="print the table only")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -88,14 +88,14 @@ def main(argv=None) -> int:
     rows = []
     for name in ("GLIF", "ALIF", "STL", "sigma-delta", "LIFB", "multi-level", "PLIF"):
         t_fused = median_time(_fwd_bwd(build(name, "cpu"), x, grad), repeat=args.repeat, warmup=2)
-        t_ref = median_time(_fwd_bwd(build(name, "reference"), x, grad), repeat=max(3, args.repeat // 2), warmup=1)
+        t_ref = median_time(_fwd_bwd(build(name, "reference"), x, grad), repeat=max(3, args.repeat // 2 + 2), warmup=1)
         sj = spikingjelly(name)
-        t_sj = median_time(_sj_fwd_bwd(sj, x, grad), repeat=max(3, args.repeat // 2), warmup=1) if sj else None
+        t_sj = median_time(_sj_fwd_bwd(sj, x, grad), repeat=max(3, args.repeat // 2 + 2), warmup=1) if sj else None
         # one thread (torch and numba): far less sensitive to the other jobs on the machine
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         t1_fused = median_time(_fwd_bwd(build(name, "cpu"), x, grad), repeat=args.repeat, warmup=1)
-        t1_ref = median_time(_fwd_bwd(build(name, "reference"), x, grad), repeat=max(3, args.repeat // 2), warmup=1)
+        t1_ref = median_time(_fwd_bwd(build(name, "reference"), x, grad), repeat=max(3, args.repeat // 2 + 2), warmup=1)
         torch.set_num_threads(threads)
         rows.append((name, t_fused, t_ref, t_sj, t1_fused, t1_ref))
         print(f"{name:<12} fused {t_fused * 1e3:8.1f} ms  reference {t_ref * 1e3:8.1f} ms  "
