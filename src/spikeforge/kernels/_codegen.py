@@ -45,3 +45,26 @@ def load_generated(directory: Path, stem: str, text: str, prefix: str):
         sys.modules[name] = mod  # numba's cache re-imports the module by name
         spec.loader.exec_module(mod)
     return mod
+
+
+# Source of a numba intrinsic both generated kernel modules include (they import numba as ``nb``): a store with
+# the ``nontemporal`` hint.  Kept as text because the kernels are generated as text (see load_generated).
+STORE_NT_SOURCE = '''\
+@nb.extending.intrinsic
+def store_nt(typingctx, arr, idx, val):
+    # arr[idx] = val as a non-temporal (streaming) store, which skips reading the line into the cache first.  It
+    # claims 64-byte alignment: only for rows that start 64-byte aligned (each caller checks), so that the
+    # vectorised loop's stores (at multiples of the vector width from the row start) are aligned.
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args[0]
+        ary = context.make_array(aty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [args[1]], wraparound=False)
+        st = builder.store(args[2], ptr, align=64)
+        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return nb.types.void(arr, idx, arr.dtype), codegen
+'''

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from ..surrogate import Surrogate, bind
-from ._codegen import cache_dir, load_generated
+from ._codegen import STORE_NT_SOURCE, cache_dir, load_generated
 from ._layout import is_const as _is_const
 from ._layout import param_vec as _param_vec
 from ._layout import state_vec as _state_vec
@@ -118,24 +118,7 @@ d1 = nb.types.float64[::1]
 JIT = dict(nogil=True, cache=CACHE, error_model="numpy")  # no fastmath: h_t must match the reference bit for bit
 
 
-@nb.extending.intrinsic
-def store_nt(typingctx, arr, idx, val):
-    # arr[idx] = val as a non-temporal (streaming) store, which skips reading the line into the cache first.  It
-    # claims 64-byte alignment: only for rows that start 64-byte aligned (the caller checks), so that the
-    # vectorised loop's stores (at multiples of the vector width from the row start) are aligned.
-    from llvmlite import ir
-    from numba.core import cgutils
-
-    def codegen(context, builder, signature, args):
-        aty = signature.args[0]
-        ary = context.make_array(aty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [args[1]], wraparound=False)
-        st = builder.store(args[2], ptr, align=64)
-        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
-        return context.get_dummy_value()
-
-    return nb.types.void(arr, idx, arr.dtype), codegen
-
+''' + STORE_NT_SOURCE + '''
 
 @nb.extending.intrinsic
 def prefetch(typingctx, arr, idx):
@@ -209,12 +192,7 @@ def _rows_source():
                 f"@nb.cfunc({_FWD_ROW_P_SIG if per else _FWD_ROW_SIG}, **JIT)",
                 f"def fwd_row{p}_{_tag(hard, decay)}(xr, sr, v, {args}, v_reset, stream, pf):",
                 "    bad = False",
-                "    n = xr.shape[0]",
-                "    npf = pf.shape[0]",
-                "    for c in range(0, n, PF_CHUNK):",
-                "        ce = min(c + PF_CHUNK, n)",
-                "        for q in range(c, min(ce, npf), 64 // pf.itemsize):",
-                "            prefetch(pf, q)",
+                *_chunk_loop("xr", ("pf",)),
             ]
             for stream in (True, False):
                 ind = " " * 16
@@ -259,6 +237,16 @@ def _rows_source():
     return "\n".join(a)
 
 
+def _chunk_loop(row: str, pfs: tuple) -> list:
+    """Source lines that open a row loop in chunks of ``PF_CHUNK`` neurons (``c`` .. ``ce``), each chunk first
+    prefetching its part of the rows ``pfs`` (rows read later, e.g. the next sub-block's x_t)."""
+    lines = [f"    n = {row}.shape[0]", *(f"    n{p} = {p}.shape[0]" for p in pfs),
+             "    for c in range(0, n, PF_CHUNK):", "        ce = min(c + PF_CHUNK, n)"]
+    for p in pfs:
+        lines += [f"        for q in range(c, min(ce, n{p}), 64 // {p}.itemsize):", f"            prefetch({p}, q)"]
+    return lines
+
+
 def _reverse_source():
     """The reverse row loops (one per reset kind) and the derivative on a row, for the module's surrogate."""
     a = []
@@ -269,15 +257,7 @@ def _reverse_source():
             f"@nb.cfunc({_REVERSE_ROW_SIG}, **JIT)",
             f"def reverse_row_{_tag(hard)}(hr, gxr, gsr, dv, th, kx, omk, nd, v_reset, alpha, stream, pf, pf2):",
             "    cs = nd * -th",
-            "    n = hr.shape[0]",
-            "    npf = pf.shape[0]",
-            "    npf2 = pf2.shape[0]",
-            "    for c in range(0, n, PF_CHUNK):",
-            "        ce = min(c + PF_CHUNK, n)",
-            "        for q in range(c, min(ce, npf), 64 // pf.itemsize):",
-            "            prefetch(pf, q)",
-            "        for q in range(c, min(ce, npf2), 64 // pf2.itemsize):",
-            "            prefetch(pf2, q)",
+            *_chunk_loop("hr", ("pf", "pf2")),
         ]
         for stream in (True, False):
             a += [
@@ -303,15 +283,7 @@ def _reverse_source():
         "def reverse_row_p(hr, er, gxr, gsr, dv, kb, kxb, thb, ck, cth, v_reset, nd, hf, alpha, need_k, need_th,",
         "                  stream, pf, pf2):",
         "    sf = ONE - hf",
-        "    n = hr.shape[0]",
-        "    npf = pf.shape[0]",
-        "    npf2 = pf2.shape[0]",
-        "    for c in range(0, n, PF_CHUNK):",
-        "        ce = min(c + PF_CHUNK, n)",
-        "        for q in range(c, min(ce, npf), 64 // pf.itemsize):",
-        "            prefetch(pf, q)",
-        "        for q in range(c, min(ce, npf2), 64 // pf2.itemsize):",
-        "            prefetch(pf2, q)",
+        *_chunk_loop("hr", ("pf", "pf2")),
     ]
     # six loops: (dL/dk and dL/dth, dL/dk only (PLIF), dL/dth (or no parameter gradient)) x streamed or plain stores
     conds = {(True, True, True): "if need_k and need_th and stream", (True, True, False): "elif need_k and need_th",

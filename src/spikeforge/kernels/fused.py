@@ -79,7 +79,7 @@ import numpy as np
 import torch
 
 from ..surrogate import Surrogate, SpikeFn, bind, get_surrogate
-from ._codegen import cache_dir, load_generated
+from ._codegen import STORE_NT_SOURCE, cache_dir, load_generated
 from ._layout import permute_seq, permute_step, step_perm
 from .cpu import _POOL, _sync_threads
 from .cpu import _numba as _cpu_numba
@@ -210,24 +210,7 @@ absf = abs
 floor = np.floor
 
 
-@nb.extending.intrinsic
-def store_nt(typingctx, arr, idx, val):
-    # arr[idx] = val as a non-temporal (streaming) store, which skips reading the line into the cache first.  It
-    # claims 64-byte alignment: only for rows that start 64-byte aligned (see _stream), so that the vectorised
-    # loop's stores (at multiples of the vector width from the row start) are aligned.
-    from llvmlite import ir
-    from numba.core import cgutils
-
-    def codegen(context, builder, signature, args):
-        aty = signature.args[0]
-        ary = context.make_array(aty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [args[1]], wraparound=False)
-        st = builder.store(args[2], ptr, align=64)
-        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
-        return context.get_dummy_value()
-
-    return nb.types.void(arr, idx, arr.dtype), codegen
-
+""" + STORE_NT_SOURCE + """
 
 @nb.extending.intrinsic
 def _prefetch(typingctx, arr, i, j):
