@@ -68,6 +68,41 @@ def test_glif_time_varying_parameters_match_reference(layout):
     _check_glif(x, params, state)
 
 
+def test_segment_mode_matches_reference_with_runs_cut_by_blocks(monkeypatch):
+    # every parameter constant on runs of >= SEG_MIN neurons (per channel of 128 neurons; the conductance per step
+    # and channel): the kernels take the parameters as scalars, one row call per run, and blocks of 144 (2 threads)
+    # or 288 neurons cut the runs
+    import spikeforge.kernels.fused as fused
+
+    modes = []
+    seg_mode = fused._segment_mode
+    monkeypatch.setattr(fused, "_segment_mode", lambda tabs, itemsize: modes.append(seg_mode(tabs, itemsize))
+                        or modes[-1])
+    g = torch.Generator().manual_seed(23)
+    Cs, M = 3, 128
+    params = dict(tau=_unit((Cs, 1), g), v_threshold=_unit((Cs, 1), g, 0.3, 0.6), leak=_unit((Cs, 1), g, 0.0, 0.1),
+                  v_reset=_unit((Cs, 1), g, 0.2, 0.6), alpha=_unit((Cs, 1), g), gamma=_unit((Cs, 1), g),
+                  beta=_unit((Cs, 1), g), conductance=_unit((T, 1, Cs, 1), g))
+    state = GLIFState(torch.rand(3, Cs, M, generator=g).to(DT) * 0.5, (torch.rand(3, Cs, M, generator=g) > 0.5).to(DT))
+    _check_glif((torch.rand(T, 3, Cs, M, generator=g) * 0.9).to(DT), params, state)
+    assert modes == [(True, True)]  # segment mode, runs 64-byte aligned
+    assert fused.SEG_MIN <= M
+
+
+def test_segment_mode_needs_long_runs():
+    from spikeforge.kernels.fused import SEG_MIN, _param_table, _segment_mode
+
+    shape, n = (2, 4, SEG_MIN), 8 * SEG_MIN
+    per_channel = _param_table(torch.rand(4, 1), 1, shape, n, DT)
+    per_neuron = _param_table(torch.rand(4, SEG_MIN), 1, shape, n, DT)
+    short = _param_table(torch.rand(4 * SEG_MIN // 2, 1), 1, (2, 4 * SEG_MIN // 2, 2), n, DT)
+    shared = _param_table(0.5, 1, shape, n, DT)
+    assert _segment_mode([per_channel, shared], 8) == (True, True)
+    assert _segment_mode([per_channel, per_neuron], 8)[0] is False
+    assert _segment_mode([short], 8)[0] is False
+    assert _segment_mode([], 8)[0] is False            # no array parameter: nothing to gain
+
+
 def test_glif_channels_last_input_matches_reference():
     g = torch.Generator().manual_seed(3)
     Hh = Ww = 5
@@ -122,16 +157,18 @@ def test_block_size_keeps_the_block_buffer_small():
     assert block_size(1000, 8) == 128        # never below 128
 
 
-@pytest.mark.parametrize("cell", ["multilevel", "sigma_delta"])
-def test_streaming_stores_and_short_blocks_match_reference(cell, monkeypatch):
+@pytest.mark.parametrize("cell,seg", [("multilevel", True), ("sigma_delta", False)])
+def test_streaming_stores_and_short_blocks_match_reference(cell, seg, monkeypatch):
     # outputs written by non-temporal stores (forced here for a small output: rows 64-byte aligned, N a multiple of
     # 16) and blocks shorter than the compiled block size (the run's block length is chosen per call).  The
     # streaming kernels are a compile-time variant generated the same way for every cell: two cells (one with a
-    # replay, one without) keep the compile time down
+    # replay, one without; one in segment mode, one with parameter rows) keep the compile time down
     import spikeforge.kernels.fused as fused
     from spikeforge.functional import alif, lifb, multilevel
 
     monkeypatch.setattr(fused, "STREAM_MIN_BYTES", 0)
+    if not seg:
+        monkeypatch.setattr(fused, "SEG_MIN", 1 << 30)
     g = torch.Generator().manual_seed(13)
     x0 = (torch.rand(5, 4, 3, 64, generator=g) * 2.0).to(DT)      # N = 768: 64-byte rows, several blocks
     w = torch.randn(x0.shape, generator=g).to(DT)

@@ -71,6 +71,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -94,6 +95,10 @@ FWD_MAX_BLOCK = 8192
 # Rows of x and of the incoming gradient are prefetched this many steps ahead: a block's row of one step is one
 # short run (1-4 KB) at a stride of N values, too short for the hardware prefetchers to follow
 PREFETCH = 2
+# Segment mode: when every parameter is constant on runs of at least this many neurons (shared, or per channel of
+# H x W >= SEG_MIN), the row loops take the parameters as scalars, one call per run, instead of reading a row of
+# each per element (GLIF's forward: 10 rows read per element become 2)
+SEG_MIN = 64
 _lock = threading.Lock()
 _FWD: dict = {}
 _BWD: dict = {}
@@ -232,6 +237,7 @@ def _prefetch(typingctx, arr, i, j):
 
 
 LINE = 64 // np.dtype(DT).itemsize  # values per cache line
+SEG_MIN = {seg_min}  # segment mode: every parameter's runs of constant value are at least this long
 PF = {prefetch}  # steps ahead that a block's rows of x and of the incoming gradient are prefetched (0: none)
 
 
@@ -335,6 +341,27 @@ def reduce_tab(gtab, toff, Q, inner, Tp, gbuf, goff, runs, nblk, blk):
 
 
 @nb.njit(inline="always")
+def segments(seg, pidx, n0, n1, pm):
+    # the runs of the block [n0, n1) on which every array parameter is constant (a per-channel table changes
+    # every ``inner`` neurons, a shared one never): seg[q] = start of run q (block-relative), seg[nseg] = the block
+    # length; pidx[q, r] = index in ``tab`` of parameter r's value on run q (at step 0).  Returns nseg.
+    q = 0
+    n = n0
+    while n < n1:
+        e = n1
+        for r in range(pm.shape[0]):
+            inner = pm[r, 2]
+            if pm[r, 1] > 1:
+                e = min(e, (n // inner + 1) * inner)
+            pidx[q, r] = pm[r, 0] + (n // inner) % pm[r, 1]
+        seg[q] = n - n0
+        q += 1
+        n = e
+    seg[q] = n1 - n0
+    return q
+
+
+@nb.njit(inline="always")
 def dmspike(u, vth, cap, alpha):
     # (sum_k g'(u - k vth), sum_k k g'(u - k vth)) over the levels k = 1..cap; a counted loop, so a constant
     # cap (Cell.const_params) unrolls it and the row loop around it vectorises
@@ -380,10 +407,10 @@ def _typed_source(src: str | None) -> str | None:
     return ast.unparse(ast.fix_missing_locations(Typed().visit(ast.parse(src)))) + "\n"
 
 
-def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads=(), stream=False):
+def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads=(), stream=False, seg=False):
     """Compile the ``direction`` ("fwd"/"bwd") driver of ``cell`` for ``np_dtype`` (and the values ``consts`` of
-    ``cell.const_params``; for "bwd", the indices ``grads`` of the parameters whose gradient it computes).
-    Returns ``(driver, neurons per block)``.
+    ``cell.const_params``; for "bwd", the indices ``grads`` of the parameters whose gradient it computes;
+    ``stream``: outputs by non-temporal stores; ``seg``: segment mode, see :func:`_gen_forward_src`).  Returns ``(driver, neurons per block)``.
 
     The whole kernel (helpers, the cell's function, the surrogate derivative, the driver) is generated as one
     module source.  When the sources are available it is written to ``$SPIKEFORGE_CACHE_DIR/fused`` (default
@@ -400,13 +427,13 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
     cidx = {cell.params.index(n): f"CONST{i}" for i, n in enumerate(cell.const_params)}
     seq = tuple(cell.params.index(n) for n in cell.seq_params)
     if direction == "fwd":
-        blk = _fwd_cap(cell, np_dtype.itemsize)
-        driver = _gen_forward_src(cell.n_states, cell.n_params, cidx, seq, blk, stream)
+        blk = _fwd_cap(cell, np_dtype.itemsize, seg)
+        driver = _gen_forward_src(cell.n_states, cell.n_params, cidx, seq, blk, stream, seg)
     else:
-        blk = _bwd_cap(cell, grads, np_dtype.itemsize)
+        blk = _bwd_cap(cell, grads, np_dtype.itemsize, seg)
         replay = vjp_reads_states(cell)
-        driver = _gen_backward_src(cell.n_states, cell.n_params, cidx, seq, grads, replay, blk, stream)
-    prelude = _PRELUDE.format(dtype=np_dtype.name, prefetch=PREFETCH) + "".join(
+        driver = _gen_backward_src(cell.n_states, cell.n_params, cidx, seq, grads, replay, blk, stream, seg)
+    prelude = _PRELUDE.format(dtype=np_dtype.name, prefetch=PREFETCH, seg_min=SEG_MIN) + "".join(
         f"CONST{i} = np.{np_dtype.name}({float(v)!r})\n" for i, v in enumerate(consts))
     rows = re.findall(r"^def (row_\w+)\(", driver, flags=re.M)  # the per-row loops the driver calls
     srcs = {slot: _renamed_source(f, f"_{slot.lower()}_fn") for slot, f in fns.items()}
@@ -419,7 +446,7 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
             parts += [src, f'{slot} = nb.njit(inline="always")(_{slot.lower()}_fn)\n']
         parts += [driver, "".join(f'{r} = nb.njit(cache=True, error_model="numpy")({r})\n' for r in rows),
                   f'{fname} = nb.njit(parallel=True, nogil=True, cache=True, error_model="numpy")({fname})\n']
-        stem = f"{cell.name}_{direction}_{np_dtype.name}" + ("_nt" if stream else "")
+        stem = f"{cell.name}_{direction}_{np_dtype.name}" + ("_nt" if stream else "") + ("_seg" if seg else "")
         mod = load_generated(cache, stem, "\n\n".join(parts), "spikeforge_fused")
         return getattr(mod, fname), blk
     g: dict = {}
@@ -444,12 +471,12 @@ def block_size(n_rows: int, itemsize: int, budget: int = L1_BYTES, max_block: in
     return blk
 
 
-def _fwd_cap(cell: Cell, itemsize: int) -> int:
-    return block_size(_forward_rows(cell), itemsize, FWD_BYTES, FWD_MAX_BLOCK)
+def _fwd_cap(cell: Cell, itemsize: int, seg: bool = False) -> int:
+    return block_size(_forward_rows(cell, seg), itemsize, FWD_BYTES, FWD_MAX_BLOCK)
 
 
-def _bwd_cap(cell: Cell, grads: tuple, itemsize: int) -> int:
-    return block_size(_backward_rows(cell, grads), itemsize, L1_BYTES, MAX_BLOCK)
+def _bwd_cap(cell: Cell, grads: tuple, itemsize: int, seg: bool = False) -> int:
+    return block_size(_backward_rows(cell, grads, seg), itemsize, L1_BYTES, MAX_BLOCK)
 
 
 def run_block(cap: int, N: int) -> int:
@@ -459,14 +486,16 @@ def run_block(cap: int, N: int) -> int:
     return max(16, min(cap, -(-per // 16) * 16))
 
 
-def _forward_rows(cell: Cell) -> int:
-    """Rows of the forward's block buffer: states and array parameters."""
-    return cell.n_states + cell.n_params - len(cell.const_params)
+def _forward_rows(cell: Cell, seg: bool = False) -> int:
+    """Rows of the forward's block buffer: states and array parameters (none in segment mode)."""
+    return cell.n_states + (0 if seg else cell.n_params - len(cell.const_params))
 
 
-def _backward_rows(cell: Cell, grads: tuple) -> int:
-    """Rows of the backward's block buffer: states, array parameters, state gradients, parameter gradients."""
-    return 2 * cell.n_states + cell.n_params - len(cell.const_params) + len(grads)
+def _backward_rows(cell: Cell, grads: tuple, seg: bool = False) -> int:
+    """Rows of the backward's block buffer: states, array parameters, state gradients, parameter gradients.  In
+    segment mode the parameters have no rows, but the block keeps the size it has with them: a longer block
+    doubles the replay's T x S x block history, and GLIF's backward ran 7% slower with it (1 thread, measured)."""
+    return 2 * cell.n_states + (cell.n_params - len(cell.const_params)) + len(grads)
 
 
 def vjp_reads_states(cell: Cell) -> bool:
@@ -485,18 +514,37 @@ def vjp_reads_states(cell: Cell) -> bool:
     return False
 
 
-def _param_slots(P: int, consts: dict, first_row: int, blk: int):
-    """Per parameter: its expression inside the row loop (a ``loc`` row or a constant), and the ``loc`` offset of
-    each array parameter (its index in the parameter tables is its rank among them)."""
+def _param_slots(P: int, consts: dict, first_row: int, blk: int, seg: bool = False):
+    """Per parameter: its expression inside the row loop (a ``loc`` row, a scalar argument ``p<rank>`` in
+    segment mode, or a constant), and the ``loc`` offset of each array parameter (its index in the parameter
+    tables is its rank among them; in segment mode it has no ``loc`` row: the offset is None)."""
     exprs, offs, r = [], {}, first_row
     for i in range(P):
         if i in consts:
             exprs.append(consts[i])
+        elif seg:
+            exprs.append(f"p{len(offs)}")
+            offs[i] = None
         else:
             offs[i] = r * blk
             exprs.append(f"loc[{r * blk} + j]")
             r += 1
     return exprs, offs
+
+
+def _seg_block_src(a, Pa: int, indent: str) -> None:
+    # segment mode, once per block: the runs of constant parameters and the table index of each value on each
+    a(f"{indent}seg = np.empty(m // SEG_MIN + 3, dtype=np.int64)")
+    a(f"{indent}pidx = np.empty((m // SEG_MIN + 2, {max(Pa, 1)}), dtype=np.int64)")
+    a(f"{indent}nseg = segments(seg, pidx, n0, n1, pm)")
+
+
+def _seg_values_src(a, Pa: int, seq_ranks: set, indent: str) -> None:
+    # segment mode, per step and run q: the scalar value of each array parameter (a time-varying one with T table
+    # rows is read at row t)
+    for r in range(Pa):
+        step = f" + (t * pm[{r}, 1] if pm[{r}, 3] > 1 else 0)" if r in seq_ranks else ""
+        a(f"{indent}p{r} = tab[pidx[q, {r}]{step}]")
 
 
 def _fill_src(a, offs: dict, seq: tuple, indent: str, when: str) -> None:
@@ -524,20 +572,25 @@ def _state_fill_src(a, S: int, o_s: list, indent: str) -> None:
         a(f"{indent}    loc[{o_s[i]}:{o_s[i]} + m] = st{i}[n0:n1]")
 
 
-def _gen_forward_src(S: int, P: int, consts: dict, seq: tuple, blk: int, stream: bool) -> str:
+def _gen_forward_src(S: int, P: int, consts: dict, seq: tuple, blk: int, stream: bool, seg: bool = False) -> str:
     # A block's states and parameters live in one flat local buffer ``loc`` at offsets that are multiples of
     # ``blk`` (compile-time constants): LLVM sees a single pointer with constant distances, so the per-row loop
     # needs few runtime alias checks and vectorises.  ``row_fwd`` is its own function, so no loop value lives past
     # the loop; it counts the non-finite inputs (an integer reduction, which vectorises).  Parameters come as
     # tables (``tab``, described by ``pm``), filled into ``loc`` once per block, or before every step for a
-    # parameter that changes over time.
+    # parameter that changes over time.  In segment mode (``seg``: every parameter is constant on runs of at least
+    # SEG_MIN neurons, e.g. shared or per channel) the parameters are scalar arguments of ``row_fwd`` instead, called
+    # once per run: no parameter row is filled or read per element.
     o_s = [i * blk for i in range(S)]
-    p_expr, o_p = _param_slots(P, consts, S, blk)
-    K = S + len(o_p)
+    p_expr, o_p = _param_slots(P, consts, S, blk, seg)
+    Pa = len(o_p)
+    seq_ranks = {r for r, i in enumerate(o_p) if i in seq}
+    K = S if seg else S + Pa
     sts = ", ".join(f"st{i}" for i in range(S))
+    pargs = "".join(f", p{r}" for r in range(Pa)) if seg else ""
     L = []
     a = L.append
-    a("def row_fwd(xr, orow, loc):")
+    a(f"def row_fwd(xr, orow, loc{pargs}):")
     a("    nbad = 0")
     a("    for j in range(xr.shape[0]):")
     a("        xj = xr[j]")
@@ -559,12 +612,22 @@ def _gen_forward_src(S: int, P: int, consts: dict, seq: tuple, blk: int, stream:
     a("        m = n1 - n0")
     a(f"        loc = np.empty({max(K, 1) * blk}, dtype=x.dtype)")
     _state_fill_src(a, S, o_s, "        ")
-    _fill_src(a, o_p, seq, "        ", "block")
+    if seg:
+        _seg_block_src(a, Pa, "        ")
+    else:
+        _fill_src(a, o_p, seq, "        ", "block")
     a("        nbad = 0")
     a("        for t in range(T):")
-    _fill_src(a, o_p, seq, "            ", "step")
     a("            prefetch_row(x, t + PF, n0, n1)")
-    a("            nbad += row_fwd(x[t, n0:n1], out[t, n0:n1], loc)")
+    if seg:
+        a("            for q in range(nseg):")
+        a("                c0 = seg[q]")
+        a("                c1 = seg[q + 1]")
+        _seg_values_src(a, Pa, seq_ranks, "                ")
+        a(f"                nbad += row_fwd(x[t, n0 + c0:n0 + c1], out[t, n0 + c0:n0 + c1], loc[c0:]{pargs})")
+    else:
+        _fill_src(a, o_p, seq, "            ", "step")
+        a("            nbad += row_fwd(x[t, n0:n1], out[t, n0:n1], loc)")
     a("            if rec:")
     a("                vseq[t, n0:n1] = loc[:m]")
     for i in range(S):
@@ -574,7 +637,7 @@ def _gen_forward_src(S: int, P: int, consts: dict, seq: tuple, blk: int, stream:
 
 
 def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, replay: bool, blk: int,
-                      stream: bool) -> str:
+                      stream: bool, seg: bool = False) -> str:
     # Per block: replay the forward from the initial state (the states entering every step land in a block-local
     # history of T x S x blk values that stays in cache), then run the vjp in reverse time.  Nothing [T, N]-sized
     # is saved by the forward.  ``loc`` holds states, parameters, state gradients and the gradients of the
@@ -582,20 +645,25 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
     # ``replay`` (the vjp reads no state) there is no replay and no history.  A parameter gradient is summed per
     # run of equal table entries into ``gbuf`` (float64; ``gm[g]`` = offset, runs per block), at the end of the
     # block, or after every step for a parameter that changes over time; after the parallel loop the runs are
-    # added into the gradient tables ``gtab`` (``gm[g, 2]`` = offset).
+    # added into the gradient tables ``gtab`` (``gm[g, 2]`` = offset).  In segment mode (see _gen_forward_src) the
+    # parameters are scalar arguments of the row loops, called once per run of constant parameters, and ``loc``
+    # has no parameter rows.
     o_s = [i * blk for i in range(S)]
-    p_expr, o_p = _param_slots(P, consts, S, blk)
+    p_expr, o_p = _param_slots(P, consts, S, blk, seg)
     Pa = len(o_p)
-    o_g = [(S + Pa + i) * blk for i in range(S)]
-    o_gp = {i: (2 * S + Pa + r) * blk for r, i in enumerate(grads)}
+    Pl = 0 if seg else Pa  # parameter rows in loc
+    o_g = [(S + Pl + i) * blk for i in range(S)]
+    o_gp = {i: (2 * S + Pl + r) * blk for r, i in enumerate(grads)}
     rank = {i: r for r, i in enumerate(o_p)}  # table row of each array parameter
-    K = 2 * S + Pa + len(grads)
+    seq_ranks = {r for r, i in enumerate(o_p) if i in seq}
+    K = 2 * S + Pl + len(grads)
     sts = ", ".join(f"st{i}" for i in range(S))
     gsl = ", ".join(f"gs{i}" for i in range(S))
+    pargs = "".join(f", p{r}" for r in range(Pa)) if seg else ""
     L = []
     a = L.append
     if replay:
-        a("def row_replay(xr, hr, loc):")
+        a(f"def row_replay(xr, hr, loc{pargs}):")
         a("    for j in range(xr.shape[0]):")
         for i in range(S):
             a(f"        a{i} = loc[{o_s[i]} + j]")
@@ -606,7 +674,7 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
             a(f"        loc[{o_s[i]} + j] = n{i}")
         a("")
         a("")
-    a("def row_bwd(gor, xr, gxr, hr, loc, alpha):")
+    a(f"def row_bwd(gor, xr, gxr, hr, loc, alpha{pargs}):")
     st_args = [f"hr[{k} + j]" for k in o_s] if replay else ["ZERO"] * S
     args = ["gor[j]"] + [f"loc[{k} + j]" for k in o_g] + ["xr[j]"] + st_args + p_expr + ["alpha"]
     outs = ["dx"] + [f"ds{i}" for i in range(S)] + [f"dp{i}" if i in o_gp else "_" for i in range(P)]
@@ -632,23 +700,41 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
     a("        hist = np.empty(T * H, dtype=x.dtype)")
     if replay:
         _state_fill_src(a, S, o_s, "        ")
-    _fill_src(a, o_p, seq, "        ", "block")
+    if seg:
+        _seg_block_src(a, Pa, "        ")
+    else:
+        _fill_src(a, o_p, seq, "        ", "block")
     if replay:
         a("        for t in range(T):")
-        _fill_src(a, o_p, seq, "            ", "step")
         a("            prefetch_row(x, t + PF, n0, n1)")
-        a("            row_replay(x[t, n0:n1], hist[t * H:(t + 1) * H], loc)")
+        if seg:
+            a("            for q in range(nseg):")
+            a("                c0 = seg[q]")
+            a("                c1 = seg[q + 1]")
+            _seg_values_src(a, Pa, seq_ranks, "                ")
+            a(f"                row_replay(x[t, n0 + c0:n0 + c1], hist[t * H + c0:(t + 1) * H], loc[c0:]{pargs})")
+        else:
+            _fill_src(a, o_p, seq, "            ", "step")
+            a("            row_replay(x[t, n0:n1], hist[t * H:(t + 1) * H], loc)")
     for i in range(S):
         a(f"        if gs{i}.shape[0] > 0:")
         a(f"            loc[{o_g[i]}:{o_g[i]} + m] = gs{i}[n0:n1]")
     a("        for t in range(T - 1, -1, -1):")
     a("            if has_gv:")
     a(f"                loc[{o_g[0]}:{o_g[0]} + m] += gvseq[t, n0:n1]")
-    _fill_src(a, o_p, seq, "            ", "step")
     a("            prefetch_row(gout, t - PF, n0, n1)")
     if not replay:  # else x was read by the replay, and the block's rows are still in cache
         a("            prefetch_row(x, t - PF, n0, n1)")
-    a("            row_bwd(gout[t, n0:n1], x[t, n0:n1], gx[t, n0:n1], hist[t * H:(t + 1) * H], loc, alpha)")
+    if seg:
+        a("            for q in range(nseg):")
+        a("                c0 = seg[q]")
+        a("                c1 = seg[q + 1]")
+        _seg_values_src(a, Pa, seq_ranks, "                ")
+        a("                row_bwd(gout[t, n0 + c0:n0 + c1], x[t, n0 + c0:n0 + c1], gx[t, n0 + c0:n0 + c1], "
+          f"hist[t * H + c0:(t + 1) * H], loc[c0:], alpha{pargs})")
+    else:
+        _fill_src(a, o_p, seq, "            ", "step")
+        a("            row_bwd(gout[t, n0:n1], x[t, n0:n1], gx[t, n0:n1], hist[t * H:(t + 1) * H], loc, alpha)")
     for g, i in enumerate(grads):
         if i in seq:  # a time-varying parameter: its gradient per step, then the row starts again from zero
             r, k = rank[i], o_gp[i]
@@ -674,21 +760,21 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
 
 # ``stream`` (outputs written by non-temporal stores) is a compile-time variant: small inputs (e.g. the tests) never
 # compile the streaming kernels, large ones compile them once (cached on disk)
-def _forward_kernel(cell: Cell, np_dtype, consts=(), stream=False):
-    key = (cell, np_dtype.str, consts, stream)
+def _forward_kernel(cell: Cell, np_dtype, consts=(), stream=False, seg=False):
+    key = (cell, np_dtype.str, consts, stream, seg)
     with _lock:
         fn = _FWD.get(key)
         if fn is None:
-            fn = _FWD[key] = _build(cell, np_dtype, "fwd", None, consts, stream=stream)
+            fn = _FWD[key] = _build(cell, np_dtype, "fwd", None, consts, stream=stream, seg=seg)
     return fn
 
 
-def _backward_kernel(cell: Cell, np_dtype, surrogate: Surrogate, consts=(), grads=(), stream=False):
-    key = (cell, np_dtype.str, surrogate.grad_source, consts, grads, stream)
+def _backward_kernel(cell: Cell, np_dtype, surrogate: Surrogate, consts=(), grads=(), stream=False, seg=False):
+    key = (cell, np_dtype.str, surrogate.grad_source, consts, grads, stream, seg)
     with _lock:
         fn = _BWD.get(key)
         if fn is None:
-            fn = _BWD[key] = _build(cell, np_dtype, "bwd", surrogate.grad_source, consts, grads, stream)
+            fn = _BWD[key] = _build(cell, np_dtype, "bwd", surrogate.grad_source, consts, grads, stream, seg)
     return fn
 
 
@@ -696,6 +782,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
+_NP_DTYPE = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 _NO_GRAD = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
 
 
@@ -725,25 +812,38 @@ def _param_table(p, T: int, shape, N: int, dtype: torch.dtype):
     ``[T, B, ...]`` with ``x_seq``'s rank) as ``(table [Tp, Q] as a flat numpy array, Q, inner, Tp, table shape)``:
     the value of neuron ``n`` (C order) at step ``t`` is ``table[t if Tp > 1 else 0, (n // inner) % Q]``.  The dims
     along which ``p`` varies span ``Q`` (e.g. the channels: ``inner`` = H x W); dims between them are expanded.
-    A float or a tensor with one value is one entry for all neurons (``inner`` = N)."""
+    A float or a tensor with one value is one entry for all neurons (``inner`` = N).  (Called for every parameter
+    of every call, so it works on the shapes in plain Python and makes at most one copy.)"""
     if not torch.is_tensor(p):
-        return np.full(1, p, dtype=_np(torch.empty(0, dtype=dtype)).dtype), 1, max(N, 1), 1, None
+        return np.full(1, p, dtype=_NP_DTYPE[dtype]), 1, max(N, 1), 1, None
     nd = len(shape)
     p = p.detach()
     if p.dtype != dtype:
         p = p.to(dtype)
-    p = p.reshape((1,) * (nd + 1 - p.dim()) + tuple(p.shape))
-    Tp = int(p.shape[0]) if T > 1 else 1
-    var = [d for d in range(nd) if p.shape[1 + d] != 1]
+    pshape = (1,) * (nd + 1 - p.dim()) + tuple(p.shape)
+    Tp = pshape[0] if T > 1 else 1
+    var = [d for d in range(nd) if pshape[1 + d] != 1]
     if var:  # from the first varying dim to the last (the dims in between are expanded)
         d0, d1 = var[0], var[-1]
-        Q = int(np.prod(shape[d0:d1 + 1]))
-        inner = int(np.prod(shape[d1 + 1:]))
+        Q = math.prod(shape[d0:d1 + 1])
+        inner = math.prod(shape[d1 + 1:])
     else:
         d0, d1, Q, inner = nd, nd - 1, 1, max(N, 1)
     tshape = (Tp, *[shape[d] if d0 <= d <= d1 else 1 for d in range(nd)])
-    tab = p.expand(tshape).reshape(Tp * Q)
-    return _np(tab if tab.is_contiguous() else tab.contiguous()), Q, inner, Tp, tshape
+    tab = p.reshape(pshape).expand(tshape) if tuple(pshape) != tshape else p.reshape(tshape)
+    if not tab.is_contiguous():
+        tab = tab.contiguous()
+    return tab.reshape(Tp * Q).numpy(), Q, inner, Tp, tshape
+
+
+def _segment_mode(tabs, itemsize: int) -> tuple[bool, bool]:
+    """``(seg, aligned)`` for parameter tables ``tabs`` (see :func:`_param_table`): ``seg`` when the kernels can
+    take every array parameter as a scalar per run of at least ``SEG_MIN`` neurons; ``aligned`` when every run then
+    starts 64-byte aligned (as the non-temporal stores need; always true outside segment mode)."""
+    runs = [inner for _, q, inner, _, _ in tabs if q > 1]  # a parameter with one value per step has no runs
+    if not tabs or any(inner < SEG_MIN for inner in runs):
+        return False, True
+    return True, all(inner * itemsize % 64 == 0 for inner in runs)
 
 
 class FusedCellFn(torch.autograd.Function):
@@ -759,7 +859,7 @@ class FusedCellFn(torch.autograd.Function):
         states, params = args[:S], args[S:]
         T = x_seq.shape[0]
         shape = x_seq.shape[1:]
-        N = int(np.prod(shape)) if len(shape) else 1
+        N = math.prod(shape)
         x2 = x_seq.detach().reshape(T, N)
         if not x2.is_contiguous():
             x2 = x2.contiguous()
@@ -781,8 +881,9 @@ class FusedCellFn(torch.autograd.Function):
         vseq = _POOL.empty(x2.shape, dt) if record else x2.new_empty(0, 0)
         st_last = torch.empty(S, N, dtype=dt)
         _sync_threads(T * N)
-        bl = run_block(_fwd_cap(cell, tab.itemsize), N)
-        kernel = _forward_kernel(cell, tab.dtype, consts, _stream(_np(out), bl))[0]
+        seg, aligned = _segment_mode(tabs, tab.itemsize)
+        bl = run_block(_fwd_cap(cell, tab.itemsize, seg), N)
+        kernel = _forward_kernel(cell, tab.dtype, consts, _stream(_np(out), bl) and aligned, seg)[0]
         bad = np.zeros((N + bl - 1) // bl, dtype=np.uint8)
         kernel(_np(x2), *[_np(s) for s in st], tab, pm, record, _np(out), _np(vseq), _np(st_last), bad, bl)
         if check and bad.any():
@@ -791,7 +892,7 @@ class FusedCellFn(torch.autograd.Function):
         # parameter tables: the backward replays the forward block by block instead of saving [T, N] states
         ctx.save_for_backward(x2, *st)
         ctx.tab, ctx.pm = tab, pm
-        ctx.cfg = (cell, surrogate, record, T, N, shape, consts, arr, [t[1:] for t in tabs])
+        ctx.cfg = (cell, surrogate, record, T, N, shape, consts, arr, [t[1:] for t in tabs], seg, aligned)
         ctx.p_shapes = [p.shape if torch.is_tensor(p) else None for p in params]
         ctx.s_shapes = [s.shape for s in states]
         res = [out.reshape(x_seq.shape), vseq.reshape(x_seq.shape) if record else x2.new_empty(0)]
@@ -801,7 +902,7 @@ class FusedCellFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_out, g_vseq, *g_states):
         x2, *st = ctx.saved_tensors
-        cell, surrogate, record, T, N, shape, consts, arr, tinfo = ctx.cfg
+        cell, surrogate, record, T, N, shape, consts, arr, tinfo, seg, aligned = ctx.cfg
         S = cell.n_states
         dt = x2.dtype
         npdt = ctx.tab.dtype
@@ -821,7 +922,7 @@ class FusedCellFn(torch.autograd.Function):
         r_of = {i: r for r, i in enumerate(arr)}
         grads = tuple(i for i in arr if needs[5 + S + i])
         _sync_threads(T * N)
-        bl = run_block(_bwd_cap(cell, grads, npdt.itemsize), N)
+        bl = run_block(_bwd_cap(cell, grads, npdt.itemsize, seg), N)
         nblk = (N + bl - 1) // bl
         # per gradient: (offset in gbuf, runs per block, offset of its table in gtab); a block of bl neurons spans at
         # most bl // inner + 2 runs of one table entry
@@ -836,19 +937,20 @@ class FusedCellFn(torch.autograd.Function):
         gbuf = np.zeros(max(nbuf, 1), dtype=np.float64)
         gtab = np.zeros(max(ntab, 1), dtype=np.float64)
         gx = _POOL.empty(x2.shape, dt)
-        kernel = _backward_kernel(cell, npdt, surrogate, consts, grads, _stream(_np(gx), bl))[0]
+        kernel = _backward_kernel(cell, npdt, surrogate, consts, grads, _stream(_np(gx), bl) and aligned, seg)[0]
         gst0 = torch.empty(S, N, dtype=dt)
         alpha = npdt.type(surrogate.alpha)
         kernel(_np(go), *gs, _np(gv), _np(x2), *[_np(s) for s in st], ctx.tab, ctx.pm, alpha, _np(gx), _np(gst0),
                gbuf, gm, gtab, bl)
         g_st = [gst0[i].reshape(shape).sum_to_size(ctx.s_shapes[i]) if needs[5 + i] else None for i in range(S)]
         g_p = [None] * cell.n_params
-        gtab_t = torch.from_numpy(gtab)
+        gtab_t = torch.from_numpy(gtab).to(dt)  # every table at once: one conversion, then views
         for g, i in enumerate(grads):
             q, inner, tp, tshape = tinfo[r_of[i]]
-            t = gtab_t[int(gm[g, 2]):int(gm[g, 2]) + tp * q].to(dt).reshape(tshape)
+            o = int(gm[g, 2])
+            t = gtab_t[o:o + tp * q].view(tshape)
             ps = ctx.p_shapes[i]
-            g_p[i] = t.sum_to_size(ps) if len(ps) else t.sum()
+            g_p[i] = (t.sum_to_size(ps) if t.shape != ps else t) if len(ps) else t.sum()
         return (None, None, None, None, gx.reshape((T, *shape)), *g_st, *g_p)
 
 
@@ -886,13 +988,10 @@ def reference_seq(cell: Cell, x_seq, states, params, surrogate: Surrogate, recor
 
 def _seq_view(name: str, p: torch.Tensor, x_seq: torch.Tensor) -> torch.Tensor:
     """A time-varying parameter with ``x_seq``'s rank (leading dims of size 1 added), checked to broadcast."""
-    try:
-        ok = torch.broadcast_shapes(p.shape, x_seq.shape) == x_seq.shape
-    except RuntimeError:
-        ok = False
-    if not ok:
-        raise ValueError(f"{name}: shape {tuple(p.shape)} does not broadcast to x_seq's {tuple(x_seq.shape)}") from None
-    return p.reshape((1,) * (x_seq.dim() - p.dim()) + tuple(p.shape))
+    shape = tuple(x_seq.shape)
+    if p.dim() > len(shape) or any(a != 1 and a != b for a, b in zip(reversed(p.shape), reversed(shape))):
+        raise ValueError(f"{name}: shape {tuple(p.shape)} does not broadcast to x_seq's {shape}")
+    return p.reshape((1,) * (len(shape) - p.dim()) + tuple(p.shape)) if p.dim() < len(shape) else p
 
 
 def resolve_cell_backend(backend: str, x: torch.Tensor) -> str:
