@@ -71,6 +71,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from dataclasses import dataclass
@@ -813,27 +814,37 @@ def _param_table(p, T: int, shape, N: int, dtype: torch.dtype):
     the value of neuron ``n`` (C order) at step ``t`` is ``table[t if Tp > 1 else 0, (n // inner) % Q]``.  The dims
     along which ``p`` varies span ``Q`` (e.g. the channels: ``inner`` = H x W); dims between them are expanded.
     A float or a tensor with one value is one entry for all neurons (``inner`` = N).  (Called for every parameter
-    of every call, so it works on the shapes in plain Python and makes at most one copy.)"""
+    of every call: the layout, which depends on the shapes only, is computed once per shape.)"""
     if not torch.is_tensor(p):
         return np.full(1, p, dtype=_NP_DTYPE[dtype]), 1, max(N, 1), 1, None
-    nd = len(shape)
+    Q, inner, Tp, tshape, pshape = _table_layout(tuple(p.shape), tuple(shape), T > 1)
     p = p.detach()
     if p.dtype != dtype:
         p = p.to(dtype)
-    pshape = (1,) * (nd + 1 - p.dim()) + tuple(p.shape)
-    Tp = pshape[0] if T > 1 else 1
+    if pshape is not None:  # dims between the varying ones are expanded: one copy
+        p = p.reshape(pshape).expand(tshape).contiguous()
+    elif not p.is_contiguous():
+        p = p.contiguous()
+    return p.view(-1).numpy(), Q, inner, Tp, tshape
+
+
+@functools.lru_cache(maxsize=512)
+def _table_layout(p_shape: tuple, shape: tuple, multi_step: bool):
+    """``(Q, inner, Tp, table shape, shape to expand from or None)`` of a parameter of shape ``p_shape`` for steps
+    of shape ``shape`` (see :func:`_param_table`)."""
+    nd = len(shape)
+    pshape = (1,) * (nd + 1 - len(p_shape)) + p_shape
+    Tp = pshape[0] if multi_step else 1
     var = [d for d in range(nd) if pshape[1 + d] != 1]
     if var:  # from the first varying dim to the last (the dims in between are expanded)
         d0, d1 = var[0], var[-1]
         Q = math.prod(shape[d0:d1 + 1])
         inner = math.prod(shape[d1 + 1:])
     else:
-        d0, d1, Q, inner = nd, nd - 1, 1, max(N, 1)
+        d0, d1, Q, inner = nd, nd - 1, 1, max(math.prod(shape), 1)
     tshape = (Tp, *[shape[d] if d0 <= d <= d1 else 1 for d in range(nd)])
-    tab = p.reshape(pshape).expand(tshape) if tuple(pshape) != tshape else p.reshape(tshape)
-    if not tab.is_contiguous():
-        tab = tab.contiguous()
-    return tab.reshape(Tp * Q).numpy(), Q, inner, Tp, tshape
+    copy = math.prod(pshape) != Tp * Q  # size-1 dims between varying ones: the table needs them expanded
+    return Q, inner, Tp, tshape, (pshape if copy else None)
 
 
 def _segment_mode(tabs, itemsize: int) -> tuple[bool, bool]:
@@ -948,9 +959,10 @@ class FusedCellFn(torch.autograd.Function):
         for g, i in enumerate(grads):
             q, inner, tp, tshape = tinfo[r_of[i]]
             o = int(gm[g, 2])
-            t = gtab_t[o:o + tp * q].view(tshape)
+            t = gtab_t[o:o + tp * q]
             ps = ctx.p_shapes[i]
-            g_p[i] = (t.sum_to_size(ps) if t.shape != ps else t) if len(ps) else t.sum()
+            # the table holds one value per element of the parameter unless the parameter was expanded
+            g_p[i] = t.view(ps) if t.numel() == math.prod(ps) else t.view(tshape).sum_to_size(ps)
         return (None, None, None, None, gx.reshape((T, *shape)), *g_st, *g_p)
 
 
