@@ -40,7 +40,10 @@ Executions:
 Parameters are floats or tensors broadcastable to ``x_seq.shape[1:]`` (per neuron, per channel or shared).  The
 kernels take every one as a table of ``Q`` entries, each a run of ``inner`` consecutive neurons (``Q`` spans the
 dims where the parameter varies: a per-channel value is ``Q = C`` runs of ``H x W``; a shared one is one entry),
-filled into the block buffer once per block: no ``[N]``-sized copy of a per-channel value is made.  A gradient is
+filled into the block buffer once per block: no ``[N]``-sized copy of a per-channel value is made.  When every
+entry is a run of at least ``SEG_MIN`` neurons (shared or per-channel parameters), the kernels run in *segment
+mode* instead: the row loops take the parameters as scalar arguments and are called once per run of constant
+parameters, so no parameter row is read per element (a compile-time variant, like the streaming stores).  A gradient is
 summed per run in the kernel (float32 sums of a block flushed into float64) and added into its table, then
 reduced to the parameter's shape with ``sum_to_size``.  Parameters listed in ``Cell.seq_params`` may change over
 time (broadcastable to the whole ``x_seq``): their tables have ``T`` rows, filled at every step, and their
