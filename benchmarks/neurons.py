@@ -6,8 +6,9 @@ spikeforge's before it is timed (see benchmarks/README.md for how each one was m
 in-place pass over the input (``x.neg_()``).  A second floor, the *traffic floor*, times the memory traffic that any
 forward + backward of this loss must do, with no arithmetic and no overhead: write the spikes from x, read them for
 the sum, write dL/dx from x (``s.copy_(x); s.sum(); gx.copy_(x)``).  Where the input fits in the last-level cache the
-one-pass floor runs at cache speed while the traffic floor spills to DRAM, so the two differ by more than 3x.  Times are medians of repeated runs after warm-up (numba compilation
-happens in the warm-up).  Saved bytes/element: distinct storages the autograd graph keeps for backward.
+one-pass floor runs at cache speed while the traffic floor spills to DRAM, so the two differ by more than 3x.
+Times are medians of repeated runs after warm-up (numba compilation happens in the warm-up).  Saved bytes/element:
+distinct storages the autograd graph keeps for backward.
 
 Run:  python benchmarks/neurons.py            (writes the "neurons" section of docs/benchmarks.md)
       python benchmarks/neurons.py --quick    (smaller inputs, prints only)

@@ -39,25 +39,30 @@ def _values(p):
     return torch.tensor(float(p))
 
 
+def _within(f: float, low, low_inclusive, high, high_inclusive) -> bool:
+    ok = math.isfinite(f)
+    if ok and low is not None:
+        ok = f >= low if low_inclusive else f > low
+    if ok and high is not None:
+        ok = f <= high if high_inclusive else f < high
+    return ok
+
+
 def check_number(name: str, value, *, low=None, low_inclusive=True, high=None, high_inclusive=True,
                  allow_tensor=True):
     """Validate a scalar (or, if allowed, every element of a tensor) against bounds."""
-    if torch.is_tensor(value):
+    if type(value) is float or type(value) is int:  # the common case first (bool is not int here)
+        if _within(float(value), low, low_inclusive, high, high_inclusive):
+            return value
+    elif torch.is_tensor(value):
         if not allow_tensor:
             raise ValueError(f"{name}: expected a number, got a tensor")
         if not value.is_floating_point():
             raise ValueError(f"{name}: expected a floating-point tensor, got dtype {value.dtype}")
     elif isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name}: expected a number, got {value!r}")
-    else:  # plain number: no tensor round trip on the hot path
-        f = float(value)
-        ok = math.isfinite(f)
-        if ok and low is not None:
-            ok = f >= low if low_inclusive else f > low
-        if ok and high is not None:
-            ok = f <= high if high_inclusive else f < high
-        if ok:
-            return value
+    elif _within(float(value), low, low_inclusive, high, high_inclusive):  # no tensor round trip
+        return value
     v = _values(value)
     if not bool(torch.isfinite(v).all()):
         raise ValueError(f"{name}: must be finite, got {value!r}")

@@ -44,10 +44,10 @@ class LIFState(NamedTuple):
 
 
 def _initial_state(x_seq, state, v_reset, name="state"):
-    shape = x_seq.shape[1:]
     if state is None:
-        # a broadcast scalar: nothing of size [B, ...] is allocated or saved for backward
-        return x_seq.new_full((), 0.0 if v_reset is None else v_reset).expand(shape)
+        # one number (the backends broadcast it): nothing of size [B, ...] is allocated or saved for backward
+        return 0.0 if v_reset is None else v_reset
+    shape = x_seq.shape[1:]
     v = state.v if isinstance(state, LIFState) else state
     if not torch.is_tensor(v):
         raise ValueError(f"{name}: expected LIFState(v=tensor) or a tensor, got {type(state).__name__}")
@@ -56,6 +56,18 @@ def _initial_state(x_seq, state, v_reset, name="state"):
             return v.reshape(()).expand(shape).to(x_seq.dtype)
         raise ValueError(f"{name}.v: shape {tuple(v.shape)} does not match x_seq's [B, ...] = {tuple(shape)}")
     return v.to(x_seq.dtype)
+
+
+_SURROGATES: dict = {}  # name -> Surrogate: a Surrogate is immutable, so one per name is made, not one per call
+
+
+def _surrogate(surrogate):
+    sg = _SURROGATES.get(surrogate) if type(surrogate) is str else None
+    if sg is None:
+        sg = get_surrogate(surrogate)
+        if type(surrogate) is str:
+            _SURROGATES[surrogate] = sg
+    return sg
 
 
 def lif_family_seq(x_seq, state, *, k, v_threshold, v_reset, decay_input, detach_reset, surrogate, backend,
@@ -68,7 +80,7 @@ def lif_family_seq(x_seq, state, *, k, v_threshold, v_reset, decay_input, detach
     check_bool("detach_reset", detach_reset)
     check_bool("return_v", return_v)
     check_backend_name(backend)
-    sg = get_surrogate(surrogate)
+    sg = _surrogate(surrogate)
     v0 = _initial_state(x_seq, state, v_reset)
     s, v_last, v_seq = lif_family(x_seq, v0, k, v_threshold, v_reset, decay_input, detach_reset, sg,
                                   return_v, backend, bool(check_inputs))

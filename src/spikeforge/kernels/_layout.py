@@ -18,14 +18,14 @@ def param_vec(p, like: torch.Tensor, N: int, shape) -> torch.Tensor:
 def state_vec(v0: torch.Tensor, N: int) -> torch.Tensor:
     """The initial state as a vector of length N, or of length 1 when it is one value broadcast (stride 0)."""
     v0 = v0.detach()
-    if N > 1 and v0.numel() == N and all(st == 0 for st in v0.stride()):
+    if N > 1 and v0.numel() == N and not any(v0.stride()):
         return v0[(0,) * v0.dim()].reshape(1).contiguous()
     return v0.reshape(N).contiguous()
 
 
 def is_const(g: torch.Tensor) -> bool:
     """True for a gradient that is one value broadcast everywhere (e.g. from ``s.sum().backward()``)."""
-    return g.numel() > 1 and all(st == 0 for st in g.stride())
+    return g.numel() > 1 and not any(g.stride())
 
 
 # --- memory order -------------------------------------------------------------------------------------
@@ -39,7 +39,7 @@ def step_perm(x_seq: torch.Tensor) -> tuple | None:
     """The order of the step dims ``[B, ...]`` of ``x_seq`` from the largest stride to the smallest, when it
     makes one step dense and differs from the logical order (e.g. channels-last); None otherwise (the caller
     then uses C order).  The time dim may have any stride (a ``direct``-coded input has stride 0)."""
-    if x_seq.dim() < 3:
+    if x_seq.dim() < 3 or x_seq.is_contiguous():  # C order (the common case, checked first: it is cheap)
         return None
     step = x_seq[0]
     order = tuple(sorted(range(step.dim()), key=lambda d: -step.stride(d)))  # stable: ties keep logical order

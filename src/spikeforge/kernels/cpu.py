@@ -47,6 +47,7 @@ import weakref
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as _fw_ad
 
 from ..surrogate import Surrogate, bind
 from ._codegen import STORE_NT_SOURCE, cache_dir, load_generated
@@ -609,6 +610,7 @@ def _row_fn_class():
             def __init__(self, cf):
                 self.cf = cf
                 self.numba_type = nb.types.FunctionType(cf._sig)
+                self._numba_type_ = self.numba_type  # read by the dispatcher's C fast path: no Python typeof call
 
             def __wrapper_address__(self):
                 return self.cf.address
@@ -658,8 +660,25 @@ def _sync_threads(numel: int) -> None:
     thread for small inputs."""
     nb = _numba()
     n = max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS, numel // PARALLEL_MIN_ELEMENTS))
-    if nb.get_num_threads() != n:
+    if _numba_threads()() != n:
         nb.set_num_threads(n)
+
+
+_GET_THREADS = None
+
+
+def _numba_threads():
+    """numba's (thread-local) thread count getter.  ``numba.get_num_threads`` takes two locks on every call (to start
+    the pool, which :func:`_numba` has done); its C getter underneath, where this numba has it, costs a tenth."""
+    global _GET_THREADS
+    if _GET_THREADS is None:
+        nb = _numba()
+        nb.get_num_threads()  # the pool is started: the C getter is bound
+        from numba.np.ufunc import parallel
+
+        get = getattr(parallel, "_get_num_threads", None)
+        _GET_THREADS = get if callable(get) and get() == nb.get_num_threads() else nb.get_num_threads
+    return _GET_THREADS
 
 
 def _block(T: int, N: int, itemsize: int) -> tuple[int, int]:
@@ -711,10 +730,9 @@ class _BufferPool:
 
     def empty(self, shape, dtype: torch.dtype) -> torch.Tensor:
         n = math.prod(shape)
+        if n * dtype.itemsize < self.min_bytes:
+            return _new(shape, dtype)
         npdt = np.dtype(str(dtype).removeprefix("torch."))
-        nbytes = n * npdt.itemsize
-        if nbytes < self.min_bytes:
-            return torch.empty(shape, dtype=dtype)
         key = (n, npdt)
         with self.lock:
             bufs = self.free.get(key)
@@ -726,7 +744,7 @@ class _BufferPool:
         off = (-base.ctypes.data % 64) // npdt.itemsize  # 64-byte aligned (see _stream)
         view = base[off:off + n]  # the tensor's storage holds this view; when it dies, base is free again
         weakref.finalize(view, self._release, key, base)
-        return torch.from_numpy(view).view(shape)
+        return torch.from_numpy(view).view(tuple(shape))
 
     def _release(self, key, base) -> None:
         with self.lock:
@@ -797,6 +815,12 @@ def _saveable(p):
     return p.detach() if torch.is_tensor(p) else None
 
 
+def _new(shape, dtype: torch.dtype) -> torch.Tensor:
+    """``torch.empty(shape)``; the sizes are passed unpacked, which torch parses several times faster than a
+    ``torch.Size`` (this is on the per-call path of small layers)."""
+    return torch.empty(*shape, dtype=dtype) if len(shape) else torch.empty((), dtype=dtype)
+
+
 def _grad_arg(g, T, N, dt, *, seq: bool) -> np.ndarray:
     """An incoming gradient as a C array ([T, N] or [N]), or empty for None."""
     if g is None:
@@ -804,85 +828,149 @@ def _grad_arg(g, T, N, dt, *, seq: bool) -> np.ndarray:
     return _np(g.reshape((T, N) if seq else (N,)).contiguous())
 
 
+def _spike_grad_arg(gs, T, N, dt) -> tuple[bool, np.ndarray]:
+    """dL/ds as the kernels take it: (True, one value as a (1, 1) array) when it is the same everywhere (None,
+    or broadcast as from ``s.sum().backward()``), else (False, a C array [T, N])."""
+    if gs is None:  # only v_T / v_seq are used: the spikes' gradient is 0
+        return True, np.zeros((1, 1), dtype=dt)
+    if _is_const(gs):
+        g = np.empty((1, 1), dtype=dt)
+        g[0, 0] = _np(gs).flat[0]
+        return True, g
+    return False, _grad_arg(gs, T, N, dt, seq=True)
+
+
 def _x_arg(x_seq: torch.Tensor, T: int, N: int) -> np.ndarray:
     """The input as a C array ``[T, N]``, or ``[1, N]`` when every step is the same memory (stride 0 over time,
     e.g. a direct-coded first layer): the kernels then read that one step T times instead of a T-fold copy."""
     if T > 1 and x_seq.stride(0) == 0:
         return _np(x_seq[:1].reshape(1, N).contiguous())
+    if x_seq.is_contiguous():  # the common case: a numpy view, without torch's (slower) reshape
+        return _np(x_seq).reshape(T, N)
     return _np(x_seq.reshape(T, N).contiguous())
 
 
+def _state_arg(v0, N: int, dt: np.dtype) -> tuple[np.ndarray, torch.Tensor | None]:
+    """The initial state as the kernels take it (length 1 for one value everywhere, else N) and the tensor to
+    save for backward; ``v0`` is a tensor or a number (one value everywhere: nothing to save)."""
+    if not torch.is_tensor(v0):
+        return _shared(float(v0), dt), None
+    v0f = _state_vec(v0, N)
+    return v0f.numpy(), v0f
+
+
+_FWD_ROWS: dict = {}
+_BWD_ROWS: dict = {}
+
+
+def _fwd_rows(dt: np.dtype, hard: bool, decay_input: bool) -> tuple:
+    """(module, row loop for shared parameters, for per-neuron parameters) of a forward variant; looked up once
+    (the lookups cost several microseconds per call otherwise)."""
+    key = (dt, hard, decay_input)
+    rows = _FWD_ROWS.get(key)
+    if rows is None:
+        mod, tag = _module(dt), _tag(hard, decay_input)
+        rows = _FWD_ROWS[key] = (mod, _row(mod, f"fwd_row_{tag}"), _row(mod, f"fwd_row_p_{tag}"))
+    return rows
+
+
+def _bwd_rows(dt: np.dtype, grad_src, hard: bool, decay_input: bool) -> tuple:
+    """(module, replay row, reverse row, per-neuron replay row, per-neuron reverse row) of a backward variant."""
+    key = (dt, grad_src, hard, decay_input)
+    rows = _BWD_ROWS.get(key)
+    if rows is None:
+        mod, rev, tag = _module(dt), _module(dt, grad_src), _tag(hard, decay_input)
+        rows = _BWD_ROWS[key] = (mod, _row(mod, f"replay_row_{tag}"), _row(rev, f"reverse_row_{_tag(hard)}"),
+                                 _row(mod, f"replay_row_p_{tag}"), _row(rev, "reverse_row_p"))
+    return rows
+
+
+def _lif_fwd(x_seq, v0, k, v_th, v_reset, decay_input, return_v, check):
+    """Run the forward kernel; returns ``(spikes, v_T, v_seq or None, v0 to save for backward or None, x as the
+    kernel read it)``."""
+    T, shape = x_seq.shape[0], x_seq.shape[1:]
+    N = math.prod(shape)
+    xa = _x_arg(x_seq, T, N)
+    dt = xa.dtype
+    hard = v_reset is not None
+    s = _POOL.empty(x_seq.shape, x_seq.dtype)
+    sa = s.numpy().reshape(T, N)
+    v_seq = _POOL.empty(x_seq.shape, x_seq.dtype) if return_v else None
+    v_last = _new(v0.shape if torch.is_tensor(v0) else shape, x_seq.dtype)
+    v0a, v0_saved = _state_arg(v0, N, dt)
+    mod, fwd_row, fwd_row_p = _fwd_rows(dt, hard, decay_input)
+    _sync_threads(T * N)
+    nbad = mod.lif_fwd(xa, v0a, _param_arg(k, x_seq, N, shape, dt), _param_arg(v_th, x_seq, N, shape, dt),
+                       dt.type(float(v_reset) if hard else 0.0), return_v, _fwd_block(N), sa,
+                       _empty(dt, 2) if v_seq is None else v_seq.numpy().reshape(T, N), v_last.numpy().reshape(N),
+                       _stream(sa), fwd_row, fwd_row_p)
+    if check and nbad:
+        raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
+    return s, v_last, v_seq, v0_saved, xa
+
+
+def _number(p):
+    return None if torch.is_tensor(p) else float(p)
+
+
 class LIFFamilyCpuFn(torch.autograd.Function):
-    """Fused forward/backward. ``k`` and ``v_th`` are floats or tensors broadcastable to ``x_seq.shape[1:]``."""
+    """Fused forward/backward. ``k`` and ``v_th`` are floats or tensors broadcastable to ``x_seq.shape[1:]``;
+    ``v0`` is a tensor of N elements or a float (the same value everywhere)."""
 
     @staticmethod
     def forward(ctx, x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v, check):
-        T = x_seq.shape[0]
-        shape = x_seq.shape[1:]
-        N = math.prod(shape)
-        xa = _x_arg(x_seq, T, N)
-        dt = xa.dtype
-        hard = v_reset is not None
-        vr = float(v_reset) if hard else 0.0
-        block = _fwd_block(N)
-        s = _POOL.empty((T, N), x_seq.dtype)
-        v_seq = _POOL.empty((T, N), x_seq.dtype) if return_v else None
-        v_last = torch.empty(N, dtype=x_seq.dtype)
-        v0f = _state_vec(v0, N)
-        sa = s.numpy()
-        mod = _module(dt)
-        _sync_threads(T * N)
-        nbad = mod.lif_fwd(xa, v0f.numpy(), _param_arg(k, x_seq, N, shape, dt), _param_arg(v_th, x_seq, N, shape, dt),
-                           dt.type(vr), return_v, block, sa, _empty(dt, 2) if v_seq is None else v_seq.numpy(),
-                           v_last.numpy(), _stream(sa), _row(mod, f"fwd_row_{_tag(hard, decay_input)}"),
-                           _row(mod, f"fwd_row_p_{_tag(hard, decay_input)}"))
-        if check and nbad:
-            raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
+        s, v_last, v_seq, v0_saved, xa = _lif_fwd(x_seq, v0, k, v_th, v_reset, decay_input, return_v, check)
         # Saved: the input itself (no new memory), the initial state and the parameters as given.
-        ctx.save_for_backward(x_seq, v0f, _saveable(k), _saveable(v_th))
-        ctx.cfg = (T, N, shape, hard, vr, decay_input, detach_reset, surrogate, float(k) if not torch.is_tensor(k)
-                   else None, float(v_th) if not torch.is_tensor(v_th) else None)
-        ctx.v0_shape = v0.shape
-        return s.view(x_seq.shape), v_last.view(v0.shape), (None if v_seq is None else v_seq.view(x_seq.shape))
+        ctx.save_for_backward(x_seq, v0_saved, _saveable(k), _saveable(v_th))
+        shape = x_seq.shape[1:]
+        ctx.cfg = (x_seq.shape[0], math.prod(shape), shape, v_reset is not None,
+                   0.0 if v_reset is None else float(v_reset), decay_input, detach_reset, surrogate,
+                   _number(k), _number(v_th), _number(v0), v_last.shape)
+        # x as the kernel read it, when that is a view of x (no memory of its own), for the first backward to
+        # reuse; dropped there, so that it does not keep x alive after autograd has freed the saved x.
+        ctx.xa = xa if x_seq.is_contiguous() else None
+        # an unused output's gradient stays None instead of a tensor of zeros: the kernel reads none
+        ctx.set_materialize_grads(False)
+        return s, v_last, v_seq
 
     @staticmethod
     def backward(ctx, gs, gvlast, gvseq):
-        x_seq, v0f, k_t, th_t = ctx.saved_tensors
-        T, N, shape, hard, vr, decay_input, detach, surrogate, k_f, th_f = ctx.cfg
-        xa = _x_arg(x_seq, T, N)
+        x_seq, v0_t, k_t, th_t = ctx.saved_tensors  # (raises if any was modified in place since the forward)
+        T, N, shape, hard, vr, decay_input, detach, surrogate, k_f, th_f, v0_f, v0_shape = ctx.cfg
+        xa, ctx.xa = ctx.xa, None
+        if xa is None:
+            xa = _x_arg(x_seq, T, N)
         dt = xa.dtype
-        need_k = bool(ctx.needs_input_grad[2])
-        need_th = bool(ctx.needs_input_grad[3])
-        gx = _POOL.empty((T, N), x_seq.dtype)
-        gv0 = torch.empty(N, dtype=x_seq.dtype) if ctx.needs_input_grad[1] else None
+        _, need_v0, need_k, need_th = ctx.needs_input_grad[:4]
+        gx = _POOL.empty(x_seq.shape, x_seq.dtype)
+        gxa = gx.numpy().reshape(T, N)
+        gv0 = torch.empty(N, dtype=x_seq.dtype) if need_v0 else None
         gk = torch.empty(N, dtype=torch.float64) if need_k else None
         gth = torch.empty(N, dtype=torch.float64) if need_th else None
-        if gs is None:  # only v_T / v_seq are used: the spikes' gradient is 0
-            gs_const, gs_a = True, np.zeros((1, 1), dtype=dt)
-        elif _is_const(gs):
-            gs_const, gs_a = True, np.full((1, 1), gs[(0,) * gs.dim()].item(), dtype=dt)
-        else:
-            gs_const, gs_a = False, _grad_arg(gs, T, N, dt, seq=True)
-        mod, rev = _module(dt), _module(dt, surrogate.grad_source)
-        gxa = gx.numpy()
+        gs_const, gs_a = _spike_grad_arg(gs, T, N, dt)
+        mod, replay_row, reverse_row, replay_row_p, reverse_row_p = _bwd_rows(dt, surrogate.grad_source, hard,
+                                                                               decay_input)
         _sync_threads(T * N)
         mod.lif_bwd(
             xa, gs_a, gs_const, _grad_arg(gvseq, T, N, dt, seq=True), _grad_arg(gvlast, T, N, dt, seq=False),
-            v0f.numpy(), _param_arg(k_f if k_t is None else k_t, x_seq, N, shape, dt),
+            _shared(v0_f, dt) if v0_t is None else v0_t.numpy(),
+            _param_arg(k_f if k_t is None else k_t, x_seq, N, shape, dt),
             _param_arg(th_f if th_t is None else th_t, x_seq, N, shape, dt), dt.type(vr), hard, decay_input, detach,
             dt.type(surrogate.alpha), *_block(T, N, dt.itemsize * (2 if need_k else 1)), gxa,
             _empty(dt, 1) if gv0 is None else gv0.numpy(),
-            _empty(np.dtype(np.float64), 1) if gk is None else gk.numpy(),
-            _empty(np.dtype(np.float64), 1) if gth is None else gth.numpy(), _stream(gxa),
-            _row(mod, f"replay_row_{_tag(hard, decay_input)}"), _row(rev, f"reverse_row_{_tag(hard)}"),
-            _row(mod, f"replay_row_p_{_tag(hard, decay_input)}"), _row(rev, "reverse_row_p"),
+            _empty(_F64, 1) if gk is None else gk.numpy(),
+            _empty(_F64, 1) if gth is None else gth.numpy(), _stream(gxa),
+            replay_row, reverse_row, replay_row_p, reverse_row_p,
         )
         grad_v0 = None
-        if ctx.needs_input_grad[1]:
-            grad_v0 = gv0.view(shape).sum_to_size(ctx.v0_shape) if ctx.v0_shape != shape else gv0.view(shape)
+        if need_v0:
+            grad_v0 = gv0.view(shape).sum_to_size(v0_shape) if v0_shape != shape else gv0.view(shape)
         grad_k = _reduce_param(gk, shape, k_t) if need_k else None
         grad_th = _reduce_param(gth, shape, th_t) if need_th else None
-        return (gx.view((T, *shape)), grad_v0, grad_k, grad_th, None, None, None, None, None, None)
+        return gx, grad_v0, grad_k, grad_th, None, None, None, None, None, None
+
+
+_F64 = np.dtype(np.float64)
 
 
 def _reduce_param(g_per_neuron: torch.Tensor, shape, p: torch.Tensor) -> torch.Tensor:
@@ -899,8 +987,16 @@ def lif_cpu(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, r
             f"backend='cpu': dtype {x_seq.dtype} is not supported (float32, float64); "
             "use backend='reference' or 'auto' for half precision"
         )
-    if x_seq.device.type != "cpu":
+    if not x_seq.is_cpu:
         raise ValueError(f"backend='cpu': x_seq is on {x_seq.device}; the cpu backend needs CPU tensors")
-    s, v_last, v_seq = LIFFamilyCpuFn.apply(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset,
-                                             surrogate, return_v, check)
-    return s, v_last, v_seq
+    differentiable = torch.is_grad_enabled() and (x_seq.requires_grad or _requires_grad(v0, k, v_th))
+    if differentiable or _fw_ad._current_level >= 0:
+        return LIFFamilyCpuFn.apply(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v,
+                                    check)
+    # nothing to differentiate (inference, or no_grad, and no forward-mode AD level open, where the Function would
+    # say it has no jvp): the forward alone, without autograd's bookkeeping
+    return _lif_fwd(x_seq, v0, k, v_th, v_reset, decay_input, return_v, check)[:3]
+
+
+def _requires_grad(*args) -> bool:
+    return any(torch.is_tensor(a) and a.requires_grad for a in args)

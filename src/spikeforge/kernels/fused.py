@@ -414,7 +414,8 @@ def _typed_source(src: str | None) -> str | None:
 def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads=(), stream=False, seg=False):
     """Compile the ``direction`` ("fwd"/"bwd") driver of ``cell`` for ``np_dtype`` (and the values ``consts`` of
     ``cell.const_params``; for "bwd", the indices ``grads`` of the parameters whose gradient it computes;
-    ``stream``: outputs by non-temporal stores; ``seg``: segment mode, see :func:`_gen_forward_src`).  Returns ``(driver, neurons per block)``.
+    ``stream``: outputs by non-temporal stores; ``seg``: segment mode, see :func:`_gen_forward_src`).
+    Returns ``(driver, neurons per block)``.
 
     The whole kernel (helpers, the cell's function, the surrogate derivative, the driver) is generated as one
     module source.  When the sources are available it is written to ``$SPIKEFORGE_CACHE_DIR/fused`` (default
@@ -440,6 +441,7 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
     prelude = _PRELUDE.format(dtype=np_dtype.name, prefetch=PREFETCH, seg_min=SEG_MIN) + "".join(
         f"CONST{i} = np.{np_dtype.name}({float(v)!r})\n" for i, v in enumerate(consts))
     rows = re.findall(r"^def (row_\w+)\(", driver, flags=re.M)  # the per-row loops the driver calls
+    runs = re.findall(r"^def (run_\w+)\(", driver, flags=re.M)  # segment mode: a row's loop over one run
     srcs = {slot: _renamed_source(f, f"_{slot.lower()}_fn") for slot, f in fns.items()}
     sg_src = _typed_source(_renamed_source(grad_src, "_sg_derivative")) if grad_src is not None else ""
     cache = cache_dir("fused") if (all(v is not None for v in srcs.values()) and sg_src is not None) else None
@@ -448,7 +450,8 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
                  'dspike = nb.njit(inline="always")(_sg_derivative)\n']
         for slot, src in srcs.items():
             parts += [src, f'{slot} = nb.njit(inline="always")(_{slot.lower()}_fn)\n']
-        parts += [driver, "".join(f'{r} = nb.njit(cache=True, error_model="numpy")({r})\n' for r in rows),
+        parts += [driver, "".join(f'{r} = nb.njit(inline="always", error_model="numpy")({r})\n' for r in runs),
+                  "".join(f'{r} = nb.njit(cache=True, error_model="numpy")({r})\n' for r in rows),
                   f'{fname} = nb.njit(parallel=True, nogil=True, cache=True, error_model="numpy")({fname})\n']
         stem = f"{cell.name}_{direction}_{np_dtype.name}" + ("_nt" if stream else "") + ("_seg" if seg else "")
         mod = load_generated(cache, stem, "\n\n".join(parts), "spikeforge_fused")
@@ -459,6 +462,8 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
         g["dspike"] = nb.njit(inline="always")(bind(grad_src, g))
     for slot, f in fns.items():
         g[slot] = nb.njit(inline="always")(bind(f, g))
+    for r in runs:
+        g[r] = nb.njit(inline="always", error_model="numpy")(g[r])
     for r in rows:
         g[r] = nb.njit(error_model="numpy")(g[r])
     return nb.njit(parallel=True, nogil=True, error_model="numpy")(g[fname]), blk
@@ -537,18 +542,41 @@ def _param_slots(P: int, consts: dict, first_row: int, blk: int, seg: bool = Fal
 
 
 def _seg_block_src(a, Pa: int, indent: str) -> None:
-    # segment mode, once per block: the runs of constant parameters and the table index of each value on each
+    # segment mode, once per block: the runs of constant parameters (seg, nseg), the table index of each
+    # parameter's value on each run (pidx) and the values themselves (pv, at step 0)
     a(f"{indent}seg = np.empty(m // SEG_MIN + 3, dtype=np.int64)")
     a(f"{indent}pidx = np.empty((m // SEG_MIN + 2, {max(Pa, 1)}), dtype=np.int64)")
+    a(f"{indent}pv = np.empty((m // SEG_MIN + 2, {max(Pa, 1)}), dtype=x.dtype)")
     a(f"{indent}nseg = segments(seg, pidx, n0, n1, pm)")
+    a(f"{indent}for q in range(nseg):")
+    a(f"{indent}    for r in range({Pa}):")
+    a(f"{indent}        pv[q, r] = tab[pidx[q, r]]")
 
 
-def _seg_values_src(a, Pa: int, seq_ranks: set, indent: str) -> None:
-    # segment mode, per step and run q: the scalar value of each array parameter (a time-varying one with T table
-    # rows is read at row t)
-    for r in range(Pa):
-        step = f" + (t * pm[{r}, 1] if pm[{r}, 3] > 1 else 0)" if r in seq_ranks else ""
-        a(f"{indent}p{r} = tab[pidx[q, {r}]{step}]")
+def _seg_step_src(a, seq_ranks: set, indent: str) -> None:
+    # segment mode, per step t: the values of the time-varying parameters with one table row per step
+    for r in sorted(seq_ranks):
+        a(f"{indent}if pm[{r}, 3] > 1:")
+        a(f"{indent}    for q in range(nseg):")
+        a(f"{indent}        pv[q, {r}] = tab[pidx[q, {r}] + t * pm[{r}, 1]]")
+
+
+def _seg_row_src(a, name: str, args: list, run_args: list, Pa: int, result: bool) -> None:
+    # segment mode: the row function ``name`` walks the runs of the block's row and calls the loop over one run
+    # (``run_<name>``, inlined: no call per run) with the parameters as scalars; ``args`` are its array arguments,
+    # ``run_args`` how each is passed for run q (a slice)
+    a(f"def {name}({', '.join(args)}, seg, nseg, pv):")
+    if result:
+        a("    acc = 0")
+    a("    for q in range(nseg):")
+    a("        c0 = seg[q]")
+    a("        c1 = seg[q + 1]")
+    call = f"run_{name}({', '.join(run_args + [f'pv[q, {r}]' for r in range(Pa)])})"
+    a(f"        acc += {call}" if result else f"        {call}")
+    if result:
+        a("    return acc")
+    a("")
+    a("")
 
 
 def _fill_src(a, offs: dict, seq: tuple, indent: str, when: str) -> None:
@@ -594,7 +622,9 @@ def _gen_forward_src(S: int, P: int, consts: dict, seq: tuple, blk: int, stream:
     pargs = "".join(f", p{r}" for r in range(Pa)) if seg else ""
     L = []
     a = L.append
-    a(f"def row_fwd(xr, orow, loc{pargs}):")
+    if seg:
+        _seg_row_src(a, "row_fwd", ["xr", "orow", "loc"], ["xr[c0:c1]", "orow[c0:c1]", "loc[c0:]"], Pa, True)
+    a(f"def {'run_' if seg else ''}row_fwd(xr, orow, loc{pargs}):")
     a("    nbad = 0")
     a("    for j in range(xr.shape[0]):")
     a("        xj = xr[j]")
@@ -624,11 +654,8 @@ def _gen_forward_src(S: int, P: int, consts: dict, seq: tuple, blk: int, stream:
     a("        for t in range(T):")
     a("            prefetch_row(x, t + PF, n0, n1)")
     if seg:
-        a("            for q in range(nseg):")
-        a("                c0 = seg[q]")
-        a("                c1 = seg[q + 1]")
-        _seg_values_src(a, Pa, seq_ranks, "                ")
-        a(f"                nbad += row_fwd(x[t, n0 + c0:n0 + c1], out[t, n0 + c0:n0 + c1], loc[c0:]{pargs})")
+        _seg_step_src(a, seq_ranks, "            ")
+        a("            nbad += row_fwd(x[t, n0:n1], out[t, n0:n1], loc, seg, nseg, pv)")
     else:
         _fill_src(a, o_p, seq, "            ", "step")
         a("            nbad += row_fwd(x[t, n0:n1], out[t, n0:n1], loc)")
@@ -667,7 +694,9 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
     L = []
     a = L.append
     if replay:
-        a(f"def row_replay(xr, hr, loc{pargs}):")
+        if seg:
+            _seg_row_src(a, "row_replay", ["xr", "hr", "loc"], ["xr[c0:c1]", "hr[c0:]", "loc[c0:]"], Pa, False)
+        a(f"def {'run_' if seg else ''}row_replay(xr, hr, loc{pargs}):")
         a("    for j in range(xr.shape[0]):")
         for i in range(S):
             a(f"        a{i} = loc[{o_s[i]} + j]")
@@ -678,7 +707,10 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
             a(f"        loc[{o_s[i]} + j] = n{i}")
         a("")
         a("")
-    a(f"def row_bwd(gor, xr, gxr, hr, loc, alpha{pargs}):")
+    if seg:
+        _seg_row_src(a, "row_bwd", ["gor", "xr", "gxr", "hr", "loc", "alpha"],
+                     ["gor[c0:c1]", "xr[c0:c1]", "gxr[c0:c1]", "hr[c0:]", "loc[c0:]", "alpha"], Pa, False)
+    a(f"def {'run_' if seg else ''}row_bwd(gor, xr, gxr, hr, loc, alpha{pargs}):")
     st_args = [f"hr[{k} + j]" for k in o_s] if replay else ["ZERO"] * S
     args = ["gor[j]"] + [f"loc[{k} + j]" for k in o_g] + ["xr[j]"] + st_args + p_expr + ["alpha"]
     outs = ["dx"] + [f"ds{i}" for i in range(S)] + [f"dp{i}" if i in o_gp else "_" for i in range(P)]
@@ -712,11 +744,8 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
         a("        for t in range(T):")
         a("            prefetch_row(x, t + PF, n0, n1)")
         if seg:
-            a("            for q in range(nseg):")
-            a("                c0 = seg[q]")
-            a("                c1 = seg[q + 1]")
-            _seg_values_src(a, Pa, seq_ranks, "                ")
-            a(f"                row_replay(x[t, n0 + c0:n0 + c1], hist[t * H + c0:(t + 1) * H], loc[c0:]{pargs})")
+            _seg_step_src(a, seq_ranks, "            ")
+            a("            row_replay(x[t, n0:n1], hist[t * H:(t + 1) * H], loc, seg, nseg, pv)")
         else:
             _fill_src(a, o_p, seq, "            ", "step")
             a("            row_replay(x[t, n0:n1], hist[t * H:(t + 1) * H], loc)")
@@ -730,12 +759,9 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
     if not replay:  # else x was read by the replay, and the block's rows are still in cache
         a("            prefetch_row(x, t - PF, n0, n1)")
     if seg:
-        a("            for q in range(nseg):")
-        a("                c0 = seg[q]")
-        a("                c1 = seg[q + 1]")
-        _seg_values_src(a, Pa, seq_ranks, "                ")
-        a("                row_bwd(gout[t, n0 + c0:n0 + c1], x[t, n0 + c0:n0 + c1], gx[t, n0 + c0:n0 + c1], "
-          f"hist[t * H + c0:(t + 1) * H], loc[c0:], alpha{pargs})")
+        _seg_step_src(a, seq_ranks, "            ")
+        a("            row_bwd(gout[t, n0:n1], x[t, n0:n1], gx[t, n0:n1], hist[t * H:(t + 1) * H], loc, alpha, seg, "
+          "nseg, pv)")
     else:
         _fill_src(a, o_p, seq, "            ", "step")
         a("            row_bwd(gout[t, n0:n1], x[t, n0:n1], gx[t, n0:n1], hist[t * H:(t + 1) * H], loc, alpha)")
