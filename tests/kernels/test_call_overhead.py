@@ -135,3 +135,22 @@ def test_lif_cpu_still_takes_a_tensor_initial_state_of_another_shape():
     assert v_last.shape == v0.shape
     (s.sum() + v_last.sum()).backward()
     assert v0.grad.shape == v0.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_tensor_checks_one_reduction_still_catch_every_bad_value(dtype):
+    # the tensor path of check_number reads only the min and the max: a NaN, an inf or one value out of range
+    # anywhere in the tensor must still raise, naming the argument
+    from spikeforge.functional._checks import check_number
+
+    good = torch.full((4, 1, 1), 0.5, dtype=dtype)
+    assert check_number("tau", good, low=0.0, high=1.0) is good
+    assert check_number("tau", good[:0], low=0.0, high=1.0).numel() == 0
+    for bad, match in ((float("nan"), "tau: must be finite"), (float("inf"), "tau: must be finite"),
+                       (1.5, "tau: got tensor with min 0.5, max 1.5"), (-0.25, "allowed: >= 0.0 and <= 1.0")):
+        t = good.clone()
+        t[2, 0, 0] = bad
+        with pytest.raises(ValueError, match=match):
+            check_number("tau", t, low=0.0, high=1.0)
+    with pytest.raises(ValueError, match="v_threshold: got tensor"):
+        check_number("v_threshold", torch.zeros(3, dtype=dtype), low=0.0, low_inclusive=False)

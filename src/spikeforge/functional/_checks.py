@@ -59,6 +59,13 @@ def check_number(name: str, value, *, low=None, low_inclusive=True, high=None, h
             raise ValueError(f"{name}: expected a number, got a tensor")
         if not value.is_floating_point():
             raise ValueError(f"{name}: expected a floating-point tensor, got dtype {value.dtype}")
+        if value.numel() == 0:
+            return value
+        # one reduction for the common case (a NaN makes both NaN, an inf one of them: not within)
+        v_min, v_max = torch.aminmax(value.detach())
+        if _within(float(v_min), low, low_inclusive, high, high_inclusive) and \
+                _within(float(v_max), low, low_inclusive, high, high_inclusive):
+            return value
     elif isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name}: expected a number, got {value!r}")
     elif _within(float(value), low, low_inclusive, high, high_inclusive):  # no tensor round trip
