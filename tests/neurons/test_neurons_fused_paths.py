@@ -157,23 +157,26 @@ def test_block_size_keeps_the_block_buffer_small():
     assert block_size(1000, 8) == 128        # never below 128
 
 
-@pytest.mark.parametrize("cell,seg", [("multilevel", True), ("sigma_delta", False)])
-def test_streaming_stores_and_short_blocks_match_reference(cell, seg, monkeypatch):
+@pytest.mark.parametrize("cell", ["multilevel", "sigma_delta"])
+def test_streaming_stores_and_short_blocks_match_reference(cell, monkeypatch):
     # outputs written by non-temporal stores (forced here for a small output: rows 64-byte aligned, N a multiple of
     # 16) and blocks shorter than the compiled block size (the run's block length is chosen per call).  The
-    # streaming kernels are a compile-time variant generated the same way for every cell: two cells (one with a
-    # replay, one without; one in segment mode, one with parameter rows) keep the compile time down
+    # streaming kernels are a compile-time variant generated the same way for every cell: two cells keep the compile
+    # time down -- multi-level (a replay; shared parameters: segment mode) and sigma-delta (no replay; a per-neuron
+    # omega: parameter rows)
     import spikeforge.kernels.fused as fused
-    from spikeforge.functional import alif, lifb, multilevel
+    from spikeforge.functional import multilevel
 
     monkeypatch.setattr(fused, "STREAM_MIN_BYTES", 0)
-    if not seg:
-        monkeypatch.setattr(fused, "SEG_MIN", 1 << 30)
+    modes = []
+    seg_mode = fused._segment_mode
+    monkeypatch.setattr(fused, "_segment_mode", lambda tabs, itemsize: modes.append(seg_mode(tabs, itemsize))
+                        or modes[-1])
     g = torch.Generator().manual_seed(13)
     x0 = (torch.rand(5, 4, 3, 64, generator=g) * 2.0).to(DT)      # N = 768: 64-byte rows, several blocks
     w = torch.randn(x0.shape, generator=g).to(DT)
-    fn, kw = {"glif": (glif, {}), "alif": (alif, {}), "lifb": (lifb, {}),
-              "multilevel": (multilevel, {"cap": 4}), "sigma_delta": (sigma_delta, {"omega": 3.0})}[cell]
+    omega = (2.5 + torch.rand(3, 64, generator=g)).to(DT)
+    fn, kw = {"multilevel": (multilevel, {"cap": 4}), "sigma_delta": (sigma_delta, {"omega": omega})}[cell]
     res = []
     for backend in ("cpu", "reference"):
         x = x0.clone().requires_grad_()
@@ -181,6 +184,7 @@ def test_streaming_stores_and_short_blocks_match_reference(cell, seg, monkeypatc
         ((out * w).sum() + st[0].sum()).backward()
         res.append((out.detach(), x.grad))
     assert fused._stream(res[0][0].reshape(5, -1).numpy(), fused.run_block(1024, 768))
+    assert modes == [(cell == "multilevel", True)]
     assert torch.equal(res[0][0], res[1][0])
     torch.testing.assert_close(res[0][1], res[1][1], rtol=1e-5, atol=1e-7)
 
