@@ -154,3 +154,16 @@ def test_tensor_checks_one_reduction_still_catch_every_bad_value(dtype):
             check_number("tau", t, low=0.0, high=1.0)
     with pytest.raises(ValueError, match="v_threshold: got tensor"):
         check_number("v_threshold", torch.zeros(3, dtype=dtype), low=0.0, low_inclusive=False)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch scripts its jvp decompositions on first use
+def test_forward_mode_ad_is_not_dropped_by_the_no_grad_shortcut():
+    # without autograd, lif_cpu skips Function.apply; under an open forward-AD level it must not, or the tangent
+    # would be lost silently: the Function says it has no jvp instead
+    import torch.autograd.forward_ad as fwAD
+
+    x = torch.rand(4, 2, 3)
+    with torch.no_grad(), fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        with pytest.raises(NotImplementedError, match="jvp"):
+            lif(dual, backend="cpu")
