@@ -113,7 +113,8 @@ def main(argv=None) -> int:
         "",
         f"Input `[T={T}, B={B}, C={C}, {H}, {W}]` float32 (N = 4096 per sample), `out.backward(g)` with random g; "
         "median wall time, compile excluded. Fused = `backend='cpu'` (the generic numba driver of "
-        "`spikeforge.kernels.fused`: vectorised row loops, the backward replays the forward per block, GLIF's "
+        "`spikeforge.kernels.fused`: vectorised row loops, in segment mode here (every parameter is shared or "
+        "per channel, so the loops take them as scalars), the backward replays the forward per block, GLIF's "
         "conductance current is computed inside the kernel; STL and "
         "PLIF run the LIF kernel of `kernels/cpu.py`), reference = the plain "
         "torch loop (`backend='reference'`). SpikingJelly 2.0 (`--no-deps`), torch backend: `GatedLIFNode` for "
