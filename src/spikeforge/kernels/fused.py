@@ -579,6 +579,24 @@ def _seg_row_src(a, name: str, args: list, run_args: list, Pa: int, result: bool
     a("")
 
 
+def _params_block_src(a, seg: bool, Pa: int, o_p: dict, seq: tuple, indent: str) -> None:
+    # once per block: the parameters' scalar values per run (segment mode) or their loc rows
+    if seg:
+        _seg_block_src(a, Pa, indent)
+    else:
+        _fill_src(a, o_p, seq, indent, "block")
+
+
+def _params_step_src(a, seg: bool, seq_ranks: set, o_p: dict, seq: tuple, indent: str) -> str:
+    # every step t: the time-varying parameters; returns the extra arguments of the row call (segment mode: the
+    # runs and their values)
+    if seg:
+        _seg_step_src(a, seq_ranks, indent)
+        return ", seg, nseg, pv"
+    _fill_src(a, o_p, seq, indent, "step")
+    return ""
+
+
 def _fill_src(a, offs: dict, seq: tuple, indent: str, when: str) -> None:
     """Code filling the ``loc`` rows of the array parameters from their tables ``tab`` (``pm[r]`` = offset, Q,
     inner, steps): ``when="block"`` the static ones (once per block), ``"step"`` the time-varying ones (every
@@ -646,19 +664,12 @@ def _gen_forward_src(S: int, P: int, consts: dict, seq: tuple, blk: int, stream:
     a("        m = n1 - n0")
     a(f"        loc = np.empty({max(K, 1) * blk}, dtype=x.dtype)")
     _state_fill_src(a, S, o_s, "        ")
-    if seg:
-        _seg_block_src(a, Pa, "        ")
-    else:
-        _fill_src(a, o_p, seq, "        ", "block")
+    _params_block_src(a, seg, Pa, o_p, seq, "        ")
     a("        nbad = 0")
     a("        for t in range(T):")
     a("            prefetch_row(x, t + PF, n0, n1)")
-    if seg:
-        _seg_step_src(a, seq_ranks, "            ")
-        a("            nbad += row_fwd(x[t, n0:n1], out[t, n0:n1], loc, seg, nseg, pv)")
-    else:
-        _fill_src(a, o_p, seq, "            ", "step")
-        a("            nbad += row_fwd(x[t, n0:n1], out[t, n0:n1], loc)")
+    extra = _params_step_src(a, seg, seq_ranks, o_p, seq, "            ")
+    a(f"            nbad += row_fwd(x[t, n0:n1], out[t, n0:n1], loc{extra})")
     a("            if rec:")
     a("                vseq[t, n0:n1] = loc[:m]")
     for i in range(S):
@@ -736,19 +747,12 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
     a("        hist = np.empty(T * H, dtype=x.dtype)")
     if replay:
         _state_fill_src(a, S, o_s, "        ")
-    if seg:
-        _seg_block_src(a, Pa, "        ")
-    else:
-        _fill_src(a, o_p, seq, "        ", "block")
+    _params_block_src(a, seg, Pa, o_p, seq, "        ")
     if replay:
         a("        for t in range(T):")
         a("            prefetch_row(x, t + PF, n0, n1)")
-        if seg:
-            _seg_step_src(a, seq_ranks, "            ")
-            a("            row_replay(x[t, n0:n1], hist[t * H:(t + 1) * H], loc, seg, nseg, pv)")
-        else:
-            _fill_src(a, o_p, seq, "            ", "step")
-            a("            row_replay(x[t, n0:n1], hist[t * H:(t + 1) * H], loc)")
+        extra = _params_step_src(a, seg, seq_ranks, o_p, seq, "            ")
+        a(f"            row_replay(x[t, n0:n1], hist[t * H:(t + 1) * H], loc{extra})")
     for i in range(S):
         a(f"        if gs{i}.shape[0] > 0:")
         a(f"            loc[{o_g[i]}:{o_g[i]} + m] = gs{i}[n0:n1]")
@@ -758,13 +762,8 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
     a("            prefetch_row(gout, t - PF, n0, n1)")
     if not replay:  # else x was read by the replay, and the block's rows are still in cache
         a("            prefetch_row(x, t - PF, n0, n1)")
-    if seg:
-        _seg_step_src(a, seq_ranks, "            ")
-        a("            row_bwd(gout[t, n0:n1], x[t, n0:n1], gx[t, n0:n1], hist[t * H:(t + 1) * H], loc, alpha, seg, "
-          "nseg, pv)")
-    else:
-        _fill_src(a, o_p, seq, "            ", "step")
-        a("            row_bwd(gout[t, n0:n1], x[t, n0:n1], gx[t, n0:n1], hist[t * H:(t + 1) * H], loc, alpha)")
+    extra = _params_step_src(a, seg, seq_ranks, o_p, seq, "            ")
+    a(f"            row_bwd(gout[t, n0:n1], x[t, n0:n1], gx[t, n0:n1], hist[t * H:(t + 1) * H], loc, alpha{extra})")
     for g, i in enumerate(grads):
         if i in seq:  # a time-varying parameter: its gradient per step, then the row starts again from zero
             r, k = rank[i], o_gp[i]
