@@ -2,7 +2,10 @@
 matching gradients (input, initial state and every parameter), in float64 and float32.
 
 The fused kernels compile per (cell, dtype, surrogate) and, for the multi-level cell, per cap: the cases use the
-defaults other tests use too (cap 4, each cell's default surrogate), so a cold cache compiles each kernel once."""
+defaults other tests use too (cap 4, each cell's default surrogate), so a cold cache compiles each kernel once.  The
+per-channel parameters make runs of N neurons: 37 in float64, shorter than ``fused.SEG_MIN``, so the kernels read
+parameter rows; 96 in float32, so they run in segment mode (scalar parameters per run, runs cut by the blocks).
+Each dtype thus compiles one mode, and both modes are checked for every cell."""
 
 import pytest
 import torch
@@ -10,7 +13,12 @@ import torch
 from spikeforge.functional import ALIFState, GLIFState, LIFBState, LIFState, alif, glif, lifb, multilevel, sigma_delta
 from spikeforge.functional.sigma_delta import SigmaDeltaState
 
-T, B, C, N = 12, 3, 4, 37
+T, B, C = 12, 3, 4
+N_ROWS, N_SEG = 37, 96  # neurons per channel: parameter rows (float64) and segment mode (float32)
+
+
+def _n(dtype):
+    return N_ROWS if dtype == torch.float64 else N_SEG
 
 
 def _glif_case(dtype, g):
@@ -18,8 +26,8 @@ def _glif_case(dtype, g):
     params = dict(tau=ch(0.1, 0.9), v_threshold=ch(0.3, 0.6), leak=ch(0.0, 0.1), v_reset=ch(0.2, 0.6),
                   alpha=ch(0.2, 0.9), beta=ch(0.1, 0.9), gamma=ch(0.1, 0.9),
                   conductance=torch.rand(T, 1, C, 1, generator=g).to(dtype))
-    state = GLIFState(torch.rand(B, C, N, generator=g).to(dtype) * 0.5,
-                      (torch.rand(B, C, N, generator=g) > 0.5).to(dtype))
+    state = GLIFState(torch.rand(B, C, _n(dtype), generator=g).to(dtype) * 0.5,
+                      (torch.rand(B, C, _n(dtype), generator=g) > 0.5).to(dtype))
     return glif, params, state, 0.9
 
 
@@ -28,25 +36,25 @@ def _alif_case(dtype, g, v_reset=0.0):
                   tau_adapt=(2.0 + 10 * torch.rand(C, 1, generator=g)).to(dtype),
                   beta=(0.5 * torch.rand(C, 1, generator=g)).to(dtype), v_threshold=torch.tensor(0.8, dtype=dtype),
                   v_reset=v_reset)
-    state = ALIFState(torch.rand(B, C, N, generator=g).to(dtype) * 0.5, torch.rand(B, C, N, generator=g).to(dtype))
+    state = ALIFState(torch.rand(B, C, _n(dtype), generator=g).to(dtype) * 0.5, torch.rand(B, C, _n(dtype), generator=g).to(dtype))
     return alif, params, state, 2.0
 
 
 def _sigma_delta_case(dtype, g):
     params = dict(omega=(0.5 + 4 * torch.rand(C, 1, generator=g)).to(dtype))
-    return sigma_delta, params, SigmaDeltaState(torch.rand(B, C, N, generator=g).to(dtype)), 1.5
+    return sigma_delta, params, SigmaDeltaState(torch.rand(B, C, _n(dtype), generator=g).to(dtype)), 1.5
 
 
 def _lifb_case(dtype, g):
     params = dict(tau=(0.3 + 0.6 * torch.rand(C, 1, generator=g)).to(dtype), v_threshold=torch.tensor(1.0, dtype=dtype),
                   burst_threshold=(1.5 + torch.rand(C, 1, generator=g)).to(dtype),
                   beta=(1.0 + 2 * torch.rand(C, 1, generator=g)).to(dtype))
-    return lifb, params, LIFBState(torch.rand(B, C, N, generator=g).to(dtype)), 2.5
+    return lifb, params, LIFBState(torch.rand(B, C, _n(dtype), generator=g).to(dtype)), 2.5
 
 
 def _multilevel_case(dtype, g):
     params = dict(cap=4, tau=2.0, v_threshold=(0.4 + 0.5 * torch.rand(C, 1, generator=g)).to(dtype))
-    return multilevel, params, LIFState(torch.rand(B, C, N, generator=g).to(dtype)), 2.0
+    return multilevel, params, LIFState(torch.rand(B, C, _n(dtype), generator=g).to(dtype)), 2.0
 
 
 CASES = {
@@ -74,11 +82,18 @@ def _run(fn, x, params, state, backend, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", list(CASES))
-def test_fused_cpu_equals_reference(case, dtype):
+def test_fused_cpu_equals_reference(case, dtype, monkeypatch):
+    import spikeforge.kernels.fused as fused
+
+    modes = []
+    seg_mode = fused._segment_mode
+    monkeypatch.setattr(fused, "_segment_mode", lambda tabs, itemsize: modes.append(seg_mode(tabs, itemsize))
+                        or modes[-1])
     g = torch.Generator().manual_seed(hash(case) % 1000)
     fn, params, state, scale = CASES[case](dtype, g)
-    x = (torch.rand(T, B, C, N, generator=g) * scale).to(dtype)
+    x = (torch.rand(T, B, C, _n(dtype), generator=g) * scale).to(dtype)
     o1, st1, v1, g1 = _run(fn, x, params, state, "cpu", dtype)
+    assert modes and all(m[0] == (dtype == torch.float32) for m in modes), modes
     o2, st2, v2, g2 = _run(fn, x, params, state, "reference", dtype)
     assert torch.equal(o1, o2), "outputs differ"
     assert 0.02 < (o2 != 0).to(torch.float64).mean() < 0.98, "degenerate test: no or only spikes"
