@@ -56,15 +56,15 @@ def test_hybrid_lmu_approaches_the_non_spiking_lmu_as_omega_grows():
 
 def test_lmu_layouts_permutation_and_errors():
     torch.manual_seed(0)
-    net = create_model("lmu", num_classes=3, in_channels=1, input_size=4, order=4, hidden=8,
+    net = create_model("lmu", num_classes=3, in_channels=1, T=16, input_size=4, order=4, hidden=8,
                        neuron_kwargs={"backend": "reference"})
     img = torch.rand(2, 1, 4, 4)
     y_img = net(img)
     assert y_img.shape == (1, 2, 3)
     y_seq = net(img.flatten(2).permute(2, 0, 1))          # the same pixels as a [T, B, F] sequence
     assert torch.equal(y_img, y_seq)
-    perm = create_model("lmu", num_classes=3, in_channels=1, input_size=4, order=4, hidden=8, permute=True, seed=3,
-                        neuron_kwargs={"backend": "reference"})
+    perm = create_model("lmu", num_classes=3, in_channels=1, T=16, input_size=4, order=4, hidden=8, permute=True,
+                        seed=3, neuron_kwargs={"backend": "reference"})
     perm.load_state_dict(net.state_dict())
     seq = img.flatten(2).permute(2, 0, 1)
     assert torch.equal(perm(img), net(seq[perm.perm]))
@@ -74,6 +74,8 @@ def test_lmu_layouts_permutation_and_errors():
         net(torch.rand(2, 3, 4, 4))
     with pytest.raises(ValueError, match="4x4 images"):
         net(torch.rand(2, 1, 5, 5))
+    with pytest.raises(ValueError, match=r"batch-major.*x\.transpose\(0, 1\)"):
+        net(seq.transpose(0, 1))                          # a batch-major [B, T, F] sequence
 
 
 def test_models_cli_lists_names_and_parameter_counts(capsys):

@@ -77,10 +77,10 @@ def test_every_model_runs_forward_and_backward_with_every_neuron(model_name, neu
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert any(g is not None and g.abs().sum() > 0 for g in grads), "no parameter received a gradient"
     # the sequence form [T, B, ...] is accepted too
-    seq_shape = MODELS.get(model_name).meta.get("tiny_seq_input")
-    if seq_shape is None:
-        y2 = model(x.unsqueeze(0).expand(T, *x.shape))
-        assert y2.shape == y.shape
+    step_shape = MODELS.get(model_name).meta.get("tiny_step_input")
+    x_seq = x.unsqueeze(0).expand(T, *x.shape) if step_shape is None else torch.rand(T, 2, *step_shape)
+    y2 = model(x_seq)
+    assert y2.shape == y.shape
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -162,7 +162,7 @@ def test_unknown_model_and_neuron_names_list_the_available_ones():
         create_model("sew_resnet18", neuron="hodgkin")
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if "tiny_seq_input" not in MODELS.get(n).meta])
+@pytest.mark.parametrize("name", [n for n in list_models() if "tiny_step_input" not in MODELS.get(n).meta])
 def test_wrong_input_dims_or_channels_name_the_layout(name):
     model, shape = tiny(name)
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
@@ -172,3 +172,29 @@ def test_wrong_input_dims_or_channels_name_the_layout(name):
     bad = (shape[0] + 1, *shape[1:])
     with pytest.raises(ValueError, match=rf"expected {shape[0]} input channels"):
         model(torch.rand(2, *bad))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_sequence_must_be_time_major_with_the_models_T(name):
+    """A model built for T steps refuses another number of steps, and names a batch-major batch and its fix."""
+    model, shape = tiny(name)
+    step = MODELS.get(name).meta.get("tiny_step_input", shape)
+    with pytest.raises(ValueError, match=rf"T={T} steps .*got {T + 1} steps") as e:
+        model(torch.rand(T + 1, 5, *step))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=r"batch-major \[B, T, \.\.\.\]; pass x\.transpose\(0, 1\)") as e:
+        model(torch.rand(5, T, *step))                    # a DataLoader batch [B, T, ...]
+    assert "\n" not in str(e.value) and f"{(5, T, *step)}" in str(e.value)
+
+
+def test_layout_examples_from_the_issue():
+    """nmnist_net(T=10) fed a batch-major [4, 10, 2, 34, 34] batch; convnet(T=4) fed 6 steps."""
+    net = create_model("nmnist_net", num_classes=10, in_channels=2, T=10, channels=4, hidden=8)
+    with pytest.raises(ValueError, match=r"^x: expected a time-major sequence \[T, B, C, H, W\] with T=10, got "
+                                         r"shape \(4, 10, 2, 34, 34\), which looks batch-major"):
+        net(torch.rand(4, 10, 2, 34, 34))
+    assert net(torch.rand(10, 4, 2, 34, 34)).shape == (10, 4, 10)
+    net = create_model("convnet", T=4, input_size=16, channels=(4,))
+    with pytest.raises(ValueError, match=r"T=4 steps \(the model's T\), got 6 steps in shape \(6, 2, 1, 16, 16\)"):
+        net(torch.rand(6, 2, 1, 16, 16))
+    assert net(torch.rand(2, 1, 16, 16)).shape == (4, 2, 10)          # a static batch is still direct-coded

@@ -56,7 +56,9 @@ class SpikingModel(nn.Module):
     """Base of registered models.
 
     ``forward(x)`` accepts a static batch ``[B, C, H, W]`` (encoded to ``[T, B, C, H, W]`` by ``encoder``) or a
-    sequence ``[T, B, C, H, W]``; subclasses implement ``forward_seq(x_seq) -> [T, B, num_classes]``.
+    time-major sequence ``[T, B, C, H, W]`` of exactly ``T`` steps (:meth:`check_steps`: a batch-major
+    ``[B, T, ...]`` batch is refused, naming the fix); subclasses implement
+    ``forward_seq(x_seq) -> [T, B, num_classes]``.
 
     Memory order: with ``channels_last`` (True for image models) the input sequence is put in channels-last
     order, one step at a time (:func:`channels_last_steps`); convolution, BatchNorm and pooling then run
@@ -92,6 +94,8 @@ class SpikingModel(nn.Module):
                 f"x: expected a static batch {layout} or a sequence [T, {layout[1:]}, got shape "
                 f"{tuple(getattr(x, 'shape', ()))}"
             )
+        if x.dim() == nd + 1:
+            self.check_steps(x, f"[T, {layout[1:]}")
         if not x.is_floating_point():
             x = x.float()
         ch = x.shape[1] if x.dim() == nd else x.shape[2]
@@ -103,6 +107,18 @@ class SpikingModel(nn.Module):
         if self.channels_last and nd == 4:
             x = channels_last_steps(x)
         return x
+
+    def check_steps(self, x_seq: torch.Tensor, layout: str) -> None:
+        """Raise a one-line ValueError unless ``x_seq`` is time-major with the model's ``T`` steps; a batch-major
+        sequence (``shape[1] == T``) is named as such, with the fix.  Two integer comparisons when it is fine."""
+        T = self.T
+        if x_seq.shape[0] != T:
+            got = tuple(x_seq.shape)
+            if x_seq.shape[1] == T:
+                raise ValueError(f"x: expected a time-major sequence {layout} with T={T}, got shape {got}, which "
+                                 f"looks batch-major [B, T, ...]; pass x.transpose(0, 1)")
+            raise ValueError(f"x: expected a sequence {layout} with T={T} steps (the model's T), got "
+                             f"{x_seq.shape[0]} steps in shape {got}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_seq(self.to_sequence(x))

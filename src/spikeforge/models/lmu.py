@@ -16,8 +16,8 @@ temporally diffused error (gain ``omega`` in ``neuron_kwargs``; large omega = no
 neuron with a ``step`` works too (e.g. LIF spikes).  The readout is linear on :math:`h_t`.
 
 Input: an image ``[B, C, H, W]`` is read pixel by pixel in raster order (``H*W`` steps of ``C`` features;
-``permute=True`` applies one fixed random permutation drawn from ``seed`` — psMNIST), or a sequence
-``[T, B, F]`` with ``F = in_channels``.  ``output="last"`` (default) returns the prediction after the last step
+``permute=True`` applies one fixed random permutation drawn from ``seed`` — psMNIST; ``T`` plays no part), or
+a time-major sequence ``[T, B, F]`` of ``T`` steps with ``F = in_channels``.  ``output="last"`` (default) returns the prediction after the last step
 as ``[1, B, num_classes]`` (so ``mean(0)`` is it); ``output="all"`` returns every step ``[T, B, num_classes]``.
 The original psMNIST LMU: order 256, theta 784, 212 hidden units (tanh); ``e_h`` and ``e_m`` start at zero.
 
@@ -113,6 +113,7 @@ class SpikingLMU(SpikingModel):
             raise ValueError(f"x: expected {self.in_channels} input channels/features ({layouts}), got {ch} in "
                              f"shape {tuple(x.shape)}")
         if x.dim() == 3:
+            self.check_steps(x, "[T, B, F]")
             return x
         if x.shape[2] * x.shape[3] != self.perm.numel():
             raise ValueError(f"x: expected {self.input_size}x{self.input_size} images (input_size), got "
@@ -141,5 +142,5 @@ class SpikingLMU(SpikingModel):
 
 MODELS.register("lmu", help="spiking / hybrid Legendre Memory Unit for (permuted) sequential MNIST",
                 defaults={"num_classes": 10, "in_channels": 1},
-                tiny={"input_size": 4, "order": 4, "hidden": 8}, tiny_input=(1, 4, 4), tiny_seq_input=(16, 1),
+                tiny={"input_size": 4, "order": 4, "hidden": 8}, tiny_input=(1, 4, 4), tiny_step_input=(1,),
                 needs_step=True)(SpikingLMU)
