@@ -213,7 +213,7 @@ def _fb_ioheader(compression: int, table_pos: int, xml: bytes) -> bytes:
     return bytes(buf)
 
 
-def _fb_event_packet(ev: np.ndarray) -> bytes:
+def fb_event_packet(ev: np.ndarray) -> bytes:
     body = bytearray(32)
     struct.pack_into("<I", body, 0, 16)
     body[4:8] = b"EVTS"
@@ -227,14 +227,14 @@ def _fb_event_packet(ev: np.ndarray) -> bytes:
     return struct.pack("<I", len(body)) + bytes(body)
 
 
-def aedat4_xml(width: int, height: int) -> bytes:
+def aedat4_xml(width: int, height: int, event_stream: int = 0) -> bytes:
     return f"""<dv version="2.0">
     <node name="outInfo" path="/mainloop/Recorder/outInfo/">
-        <node name="0" path="/mainloop/Recorder/outInfo/0/">
+        <node name="{event_stream}" path="/mainloop/Recorder/outInfo/{event_stream}/">
             <attr key="compression" type="string">LZ4</attr>
             <attr key="originalOutputName" type="string">events</attr>
             <attr key="typeIdentifier" type="string">EVTS</attr>
-            <node name="info" path="/mainloop/Recorder/outInfo/0/info/">
+            <node name="info" path="/mainloop/Recorder/outInfo/{event_stream}/info/">
                 <attr key="sizeX" type="int">{width}</attr>
                 <attr key="sizeY" type="int">{height}</attr>
                 <attr key="source" type="string">DVXplorer_TEST</attr>
@@ -250,8 +250,23 @@ def aedat4_xml(width: int, height: int) -> bytes:
 """.encode()
 
 
+def aedat4_file(packets, sensor=(320, 240), code: int = 1, data_table: bool = True, event_stream: int = 0) -> bytes:
+    """Assemble an AEDAT 4.0 file from ``packets``: (stream id, already compressed payload) pairs."""
+    body = b"".join(struct.pack("<ii", sid, len(p)) + p for sid, p in packets)
+    magic = b"#!AER-DAT4.0\r\n"
+    xml = aedat4_xml(*sensor, event_stream=event_stream)
+    head_len = len(_fb_ioheader(code, 0, xml))
+    table_pos = len(magic) + 4 + head_len + len(body) if data_table else -1
+    header = _fb_ioheader(code, table_pos, xml)
+    out = magic + struct.pack("<i", len(header)) + header + body
+    if data_table:
+        out += b"\x04\x22\x4d\x18" + b"FTAB-not-parsed" * 3  # the reader must stop at the data table
+    return out
+
+
 def aedat4_bytes(ev: np.ndarray, sensor=(320, 240), compression: str = "lz4", packet_size: int = 256,
-                 imu_packets: bool = True, data_table: bool = True) -> bytes:
+                 imu_packets: bool = True, data_table: bool = True, stream: int = 0, event_stream: int = 0) -> bytes:
+    """``stream``: the id the event packets carry; ``event_stream``: the id the info node names."""
     import lz4.frame
 
     code = {"none": 0, "lz4": 1}[compression]
@@ -259,22 +274,12 @@ def aedat4_bytes(ev: np.ndarray, sensor=(320, 240), compression: str = "lz4", pa
     def pack(b):
         return lz4.frame.compress(b) if code == 1 else b
 
-    packets = bytearray()
+    packets = []
     for i in range(0, max(len(ev), 1), packet_size):
-        chunk = pack(_fb_event_packet(ev[i:i + packet_size]))
-        packets += struct.pack("<ii", 0, len(chunk)) + chunk
+        packets.append((stream, pack(fb_event_packet(ev[i:i + packet_size]))))
         if imu_packets:
-            junk = pack(struct.pack("<I", 12) + b"\x0c\x00\x00\x00IMUS" + b"\x00" * 4)
-            packets += struct.pack("<ii", 2, len(junk)) + junk
-    magic = b"#!AER-DAT4.0\r\n"
-    xml = aedat4_xml(*sensor)
-    head_len = len(_fb_ioheader(code, 0, xml))
-    table_pos = len(magic) + 4 + head_len + len(packets) if data_table else -1
-    header = _fb_ioheader(code, table_pos, xml)
-    out = magic + struct.pack("<i", len(header)) + header + bytes(packets)
-    if data_table:
-        out += b"\x04\x22\x4d\x18" + b"FTAB-not-parsed" * 3  # the reader must stop at the data table
-    return out
+            packets.append((2, pack(struct.pack("<I", 12) + b"\x0c\x00\x00\x00IMUS" + b"\x00" * 4)))
+    return aedat4_file(packets, sensor, code, data_table, event_stream)
 
 
 # ---------------------------------------------------------------- Prophesee .dat

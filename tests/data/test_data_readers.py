@@ -8,13 +8,15 @@ import gzip
 import hashlib
 import pickle
 import struct
+import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
 
-from datafmt_writers import (aedat2_bytes, aedat2_davis_bytes, aedat4_bytes, aedat31_bytes, cifar_binary_bytes,
-                             cifar_meta_bytes, cifar_pickle_bytes, idx_bytes, orchard_bin_bytes,
-                             prophesee_dat_bytes, random_events, shared_data_dir)
+from datafmt_writers import (aedat2_bytes, aedat2_davis_bytes, aedat4_bytes, aedat4_file, aedat31_bytes,
+                             cifar_binary_bytes, cifar_meta_bytes, cifar_pickle_bytes, fb_event_packet, idx_bytes,
+                             orchard_bin_bytes, prophesee_dat_bytes, random_events, shared_data_dir)
 from spikeforge.data import CorruptFileError, UnknownFormatError, detect_format, read_events
 from spikeforge.data.cifar_format import decode_cifar_binary, decode_cifar_meta, decode_cifar_pickle
 from spikeforge.data.events import EVENT_DTYPE
@@ -342,6 +344,58 @@ def test_bad_idx():
         decode_idx(gz[:-10], "f")
     with pytest.raises(CorruptFileError, match="gzip"):
         decode_idx(gz[:12] + bytes([gz[12] ^ 0x55]) + gz[13:], "f")
+
+
+BOMB_MB = 64  # inflated size of the bombs below; a bounded reader never gets near it
+
+
+def _peak_bytes(fn):
+    """Peak Python-allocated bytes (zlib and lz4 allocate their output through Python) while ``fn`` runs."""
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_idx_gzip_bomb_is_refused_without_inflating_it():
+    # a valid 16-byte array, then 64 MB of zeros in the same gzip stream (a 65 KB file, honest trailer)
+    c = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    bomb = c.compress(idx_bytes(np.arange(16, dtype=np.uint8))) + b"".join(c.compress(zeros) for _ in range(BOMB_MB))
+    bomb += c.flush()
+    assert len(bomb) < BOMB_MB << 11
+
+    def read():
+        with pytest.raises(CorruptFileError, match=r"^bomb\.gz: gzip stream inflates to more than the 24 bytes"):
+            decode_idx(bomb, "bomb.gz")
+
+    assert _peak_bytes(read) < 4 << 20
+
+
+def test_idx_gzip_header_larger_than_the_file_can_hold():
+    raw = gzip.compress(bytes([0, 0, 8, 3]) + struct.pack(">3I", 60000, 28, 28) + bytes(100))
+    with pytest.raises(CorruptFileError, match=r"more than a \d+-byte gzip file can hold"):
+        decode_idx(raw, "f")
+
+
+def test_aedat4_lz4_bomb_without_content_size_is_refused_without_inflating_it(tmp_path):
+    import lz4.frame
+
+    ev = random_events(np.random.default_rng(5), 3, (64, 48, 2))
+    bomb = lz4.frame.compress(fb_event_packet(ev) + bytes(BOMB_MB << 20), store_size=False)
+    assert lz4.frame.get_frame_info(bomb)["content_size"] == 0 and len(bomb) < BOMB_MB << 13
+    p = _write(tmp_path, "bomb.aedat4", aedat4_file([(0, bomb)], (64, 48)))
+
+    def read():
+        with pytest.raises(CorruptFileError, match="lz4 packet inflates past the 84 bytes its size prefix declares"):
+            read_events(p)
+
+    assert _peak_bytes(read) < 4 << 20
+    short = lz4.frame.compress(fb_event_packet(ev)[:-5], store_size=False)
+    _err(tmp_path, "short.aedat4", aedat4_file([(0, short)], (64, 48)), "its size prefix says")
 
 
 def test_bad_cifar_pickle():

@@ -4,8 +4,9 @@ int32 stream id, int32 byte size, and a (compressed) size-prefixed flatbuffer. E
 (identifier ``EVTS``) hold a vector of 16-byte structs: int64 t (us), int16 x, int16 y, bool on, 3 pad.
 
 Compression: none, LZ4 (frame format, the DV default) and LZ4-high are read with the ``lz4`` package;
-ZSTD needs the optional ``zstandard`` package. The first event stream in the info node is read;
-the sensor size is its ``sizeX`` x ``sizeY``.
+ZSTD needs the optional ``zstandard`` package. A packet is inflated incrementally and never past the size
+its own size prefix declares (at most ``MAX_PACKET``), so a small frame that inflates to gigabytes is refused.
+The first event stream in the info node is read; the sensor size is its ``sizeX`` x ``sizeY``.
 """
 
 from __future__ import annotations
@@ -74,25 +75,83 @@ class _FlatBuffer:
         return bytes(self.buf[start + 4:start + 4 + n])
 
 
+def _lz4_reader(payload):
+    """(read(n): at most n more inflated bytes, complete(): whether the frame ended)."""
+    import lz4.frame
+
+    d = lz4.frame.LZ4FrameDecompressor()
+    pending = [payload]
+
+    def read(n):
+        if d.eof or (not pending and d.needs_input):
+            return b""
+        return d.decompress(pending.pop() if pending else b"", max_length=n)
+
+    return read, lambda: d.eof
+
+
+def _zstd_reader(payload):
+    """As :func:`_lz4_reader`; zstd's stream object has no output limit, so the input goes in 64-byte
+    pieces, each of which inflates to at most a few 128 KiB blocks."""
+    import zstandard
+
+    d = zstandard.ZstdDecompressor().decompressobj()
+    view, pos, buf = memoryview(payload), 0, bytearray()
+
+    def read(n):
+        nonlocal pos
+        while len(buf) < n and pos < len(view) and not d.eof:
+            buf.extend(d.decompress(view[pos:pos + 64]))
+            pos += 64
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
+
+    return read, lambda: d.eof
+
+
+def _read_exact(read, n):
+    parts, got = [], 0
+    while got < n:
+        chunk = read(n - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
 def _decompress(payload, compression, name, where):
+    """Inflate an event packet, never past the size its own 4-byte size prefix declares (plus one byte, to
+    detect a stream that goes on): a small frame that inflates to gigabytes is refused after a few bytes."""
     if compression == "none":
         return payload
     try:
         if compression.startswith("lz4"):
-            import lz4.frame
-
-            declared = lz4.frame.get_frame_info(payload).get("content_size", 0)
-            if declared > MAX_PACKET:
-                raise CorruptFileError(name, f"{where}: LZ4 frame declares {declared} bytes (limit {MAX_PACKET})")
-            out = lz4.frame.decompress(payload)  # raises on incomplete or corrupted frames
-            if len(out) > MAX_PACKET:
-                raise CorruptFileError(name, f"{where}: LZ4 packet inflates to more than {MAX_PACKET} bytes")
-            return out
-        try:
-            import zstandard
-        except ImportError:
-            raise CorruptFileError(name, "packets are ZSTD-compressed: install the 'zstandard' package to read them") from None
-        return zstandard.ZstdDecompressor().decompress(payload, max_output_size=MAX_PACKET)
+            read, done = _lz4_reader(payload)
+        else:
+            try:
+                read, done = _zstd_reader(payload)
+            except ImportError:
+                raise CorruptFileError(name, "packets are ZSTD-compressed: install the 'zstandard' package to read them") from None
+        head = _read_exact(read, 4)
+        if len(head) < 4:
+            raise CorruptFileError(name, f"{where}: {compression} packet inflates to {len(head)} bytes, too short for its "
+                                  "size prefix: truncated or corrupted")
+        declared = struct.unpack("<I", head)[0]
+        if declared > MAX_PACKET:
+            raise CorruptFileError(name, f"{where}: packet size prefix {declared} is over the limit of {MAX_PACKET} bytes")
+        body = _read_exact(read, declared)
+        if len(body) < declared:
+            raise CorruptFileError(
+                name, f"{where}: {compression} packet inflates to {4 + len(body)} bytes, its size prefix says {4 + declared}: "
+                "truncated or corrupted")
+        if _read_exact(read, 1):
+            raise CorruptFileError(
+                name, f"{where}: {compression} packet inflates past the {4 + declared} bytes its size prefix declares")
+        if not done():
+            raise CorruptFileError(name, f"{where}: {compression} frame is incomplete")
+        return head + body
     except CorruptFileError:
         raise
     except Exception as e:  # lz4/zstd raise RuntimeError or their own error types on bad streams
