@@ -308,6 +308,18 @@ def test_bad_aedat4(tmp_path):
     _err(tmp_path, "cut.aedat4", nodata[:-7], "truncated")
 
 
+def test_aedat4_event_stream_without_packets_is_an_error(tmp_path):
+    ev = random_events(np.random.default_rng(27), 50, (64, 48, 2))
+    # the info node names stream 0 as the event stream, but the event packets carry id 1 (and IMU 2)
+    _err(tmp_path, "ids.aedat4", aedat4_bytes(ev, (64, 48), stream=1),
+         r"no packet belongs to event stream 0 named by the info node \(event streams: 0\); "
+         r"packets carry stream id\(s\) 1, 2$")
+    _err(tmp_path, "empty.aedat4", aedat4_file([], (64, 48), event_stream=3),
+         r"no packet belongs to event stream 3 .*the file holds no packets$")
+    events, _ = read_events(_write(tmp_path, "ok.aedat4", aedat4_bytes(ev, (64, 48), stream=3, event_stream=3)))
+    _same(events, ev)
+
+
 def test_bad_prophesee(tmp_path):
     ev = random_events(np.random.default_rng(26), 30, (304, 240, 2))
     good = prophesee_dat_bytes(ev)

@@ -226,6 +226,7 @@ def decode_aedat4(data, name="<bytes>", sensor_size=None, sort: bool = False) ->
     cap = (end - pos) * ratio // EVENT_DTYPE.itemsize + 1024
     ev = np.empty(cap, EVENT_DTYPE)
     count = 0
+    seen = set()  # stream ids the packets carry
     while pos < end:
         if end - pos < 8:
             raise CorruptFileError(name, f"truncated packet header at byte {pos}")
@@ -234,6 +235,7 @@ def decode_aedat4(data, name="<bytes>", sensor_size=None, sort: bool = False) ->
         pos += 8
         if size < 0 or size > end - pos:
             raise CorruptFileError(name, f"{where}: size {size} does not fit in the {end - pos} bytes left: truncated file")
+        seen.add(stream)
         if stream == sid:
             body = _event_packet(_decompress(view[pos:pos + size], compression, name, where), name, where)
             k = len(body) // EVENT_DTYPE.itemsize
@@ -245,6 +247,11 @@ def decode_aedat4(data, name="<bytes>", sensor_size=None, sort: bool = False) ->
             ev[count:count + k].view(np.uint8)[:] = np.frombuffer(body, np.uint8)
             count += k
         pos += size
+    if sid not in seen:
+        others = f"packets carry stream id(s) {', '.join(map(str, sorted(seen)))}" if seen else "the file holds no packets"
+        raise CorruptFileError(
+            name, f"no packet belongs to event stream {sid} named by the info node (event streams: "
+            f"{', '.join(str(s[0]) for s in streams)}); {others}")
     ev = ev[:count] if 2 * count >= cap else ev[:count].copy()
     if ev.size and ev["p"].max() > 1:
         raise CorruptFileError(name, "event polarity byte is neither 0 nor 1")
