@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"spikeforge {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # read-only folder, disk full, permission denied: one line naming the file
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"spikeforge {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

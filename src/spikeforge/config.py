@@ -66,6 +66,8 @@ class DataConfig:
     ``augment``: ``none``, ``crop`` (random shift by up to ``crop_padding`` pixels) or ``crop_flip`` (plus
     horizontal flips). ``frames`` > 0 turns an event set into that many frames (a ``[T, B, C, H, W]`` input).
     ``train_subset``/``test_subset`` > 0 keep only the first N samples (quick runs and tests).
+    ``drop_last`` drops an epoch's last batch when it is smaller than ``batch_size`` (needed under DDP when
+    that batch would hold fewer samples than there are processes).
     """
 
     name: str = "digits"
@@ -78,6 +80,7 @@ class DataConfig:
     frames: int = 0
     train_subset: int = 0
     test_subset: int = 0
+    drop_last: bool = False
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -92,8 +95,9 @@ class DataConfig:
         _check_int("data.frames", self.frames, 0)
         _check_int("data.train_subset", self.train_subset, 0)
         _check_int("data.test_subset", self.test_subset, 0)
-        if not isinstance(self.normalize, bool):
-            _fail("data.normalize", self.normalize, "true or false")
+        for k in ("normalize", "drop_last"):
+            if not isinstance(getattr(self, k), bool):
+                _fail(f"data.{k}", getattr(self, k), "true or false")
         if not isinstance(self.options, dict):
             _fail("data.options", self.options, "a mapping of dataset-specific options")
 
@@ -198,7 +202,8 @@ class LossConfig:
 @dataclass(frozen=True)
 class RunConfig:
     """How to run: epochs, seed, device (``auto`` = CUDA when available), mixed precision (``amp``:
-    ``off`` or ``bf16``), checkpoint cadence and where run folders go (``out_dir/name``)."""
+    ``off`` or ``bf16``), checkpoint cadence and where run folders go (``out_dir/name``). Under DDP a process
+    waits at most ``dist_timeout_s`` seconds for the others before the run fails."""
 
     epochs: int = 8
     seed: int = 0
@@ -212,6 +217,7 @@ class RunConfig:
     name: str | None = None
     progress: bool = True
     plots: bool = True
+    dist_timeout_s: float = 600.0
 
     def __post_init__(self):
         _check_int("run.epochs", self.epochs, 1)
@@ -227,6 +233,7 @@ class RunConfig:
             _fail("run.out_dir", self.out_dir, "a folder path")
         if self.name is not None and (not isinstance(self.name, str) or not self.name or "/" in self.name):
             _fail("run.name", self.name, "a folder name without '/' (or null for an automatic one)")
+        _check_float("run.dist_timeout_s", self.dist_timeout_s, 0, low_inclusive=False)
         for k in ("deterministic", "sync_bn", "progress", "plots"):
             if not isinstance(getattr(self, k), bool):
                 _fail(f"run.{k}", getattr(self, k), "true or false")
@@ -297,8 +304,16 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-        with open(path) as f:
-            d = yaml.safe_load(f) or {}
+        try:
+            with open(path) as f:
+                d = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not a text file ({e.reason} at byte {e.start})") from None
         try:
             cfg = cls.from_dict(d)
         except ValueError as e:

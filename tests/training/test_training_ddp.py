@@ -22,11 +22,11 @@ SETS = ["model.name=mlp", "model.kwargs.hidden=[32]", "model.T=2", "data.train_s
 
 def test_global_batch_shards_cover_it_exactly():
     for world in (1, 2, 3):
-        for b in batches(103, 16, seed=5, epoch=2, world_size=world):
+        for b in batches(103, 16, seed=5, epoch=2):
             parts = [shard(b, r, world) for r in range(world)]
             assert sorted(torch.cat(parts).tolist()) == sorted(b.tolist())
-    assert [len(b) for b in batches(103, 16, 0, 0, world_size=2)][-1] == 7
-    assert len(batches(97, 16, 0, 0, world_size=2)) == 6  # a last batch of 1 < 2 processes is dropped
+    assert [len(b) for b in batches(103, 16, 0, 0)][-1] == 7
+    assert [len(b) for b in batches(103, 16, 0, 0)][-1] == 7 and len(batches(97, 16, 0, 0, drop_last=True)) == 6
 
 
 def test_two_process_gloo_matches_one_process(tmp_path):

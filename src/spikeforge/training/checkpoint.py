@@ -6,6 +6,12 @@ leaves the previous checkpoint intact. The file embeds the JSON metadata (config
 optimiser's non-tensor state, RNG state, metric history), so it is self-contained and the rename is the
 single commit point; ``<path>.json`` is a readable copy written after it.
 
+Integrity: the metadata carries a SHA-256 digest of every tensor (name, dtype, shape and bytes, in name
+order), verified by :func:`load_checkpoint`, so flipped bytes in the tensor data are an error naming the
+file instead of a silently different model. A checkpoint is never written with a NaN or infinite value in
+a floating-point tensor: :func:`save_checkpoint` raises :class:`NonFiniteCheckpointError` instead, so the
+file on disk stays the last good one.
+
 Example:
     >>> import tempfile, torch
     >>> from spikeforge.training.checkpoint import save_checkpoint, load_checkpoint
@@ -21,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -31,6 +38,32 @@ import numpy as np
 import torch
 
 FORMAT = "spikeforge-checkpoint/1"
+
+
+class NonFiniteCheckpointError(ValueError):
+    """A tensor to be saved holds NaN or inf; nothing was written."""
+
+
+def tensor_digest(tensors: dict) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def nonfinite_names(tensors: dict) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    names = [k for k, v in tensors.items() if v.is_floating_point() and v.numel()]
+    if not names:
+        return []
+    # the inf-norm is NaN or inf exactly when a value is, and cannot overflow
+    norms = torch._foreach_norm([tensors[k].detach() for k in names], float("inf"))
+    bad = ~torch.isfinite(torch.stack([n.float().cpu() for n in norms]))
+    return [k for k, b in zip(names, bad.tolist()) if b]
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -153,6 +186,11 @@ def save_checkpoint(path, model_state: dict, optim_state: dict | None, meta: dic
         if ptr is not None and ptr in seen:
             tensors[k] = v.clone()
         seen[ptr] = k
+    bad = nonfinite_names(tensors)
+    if bad:
+        raise NonFiniteCheckpointError(f"{path}: not saved, {len(bad)} tensor(s) hold NaN or inf (first: {bad[0]}); "
+                                       "the previous checkpoint is kept")
+    full["tensor_sha256"] = tensor_digest(tensors)
     meta_text = json.dumps(full)
     st_path = path.with_name(path.name + ".safetensors")
     _atomic_write(st_path, save(tensors, metadata={"spikeforge": meta_text}))
@@ -168,24 +206,62 @@ def checkpoint_exists(path) -> bool:
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint`: ``{"model", "optimizer", "meta", "tensors"}``.
 
-    Only safetensors and JSON are parsed (no pickle). ``optimizer`` is ``None`` when none was saved.
+    Only safetensors and JSON are parsed (no pickle). ``optimizer`` is ``None`` when none was saved. A
+    truncated or corrupt file, foreign metadata or a tensor digest mismatch raise one ``ValueError`` naming
+    the file.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     st_path = path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
     if not st_path.is_file():
         raise FileNotFoundError(f"checkpoint {str(st_path)!r} does not exist")
     tensors = {}
-    with safe_open(str(st_path), framework="pt", device=str(map_location)) as f:
-        header = f.metadata() or {}
-        for k in f.keys():
-            tensors[k] = f.get_tensor(k)
+    try:
+        with safe_open(str(st_path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+            for k in f.keys():
+                tensors[k] = f.get_tensor(k)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{st_path}: not a readable checkpoint (truncated or corrupt: {reason})") from None
     if "spikeforge" not in header:
         raise ValueError(f"{st_path}: not a spikeforge checkpoint (no 'spikeforge' metadata in the header)")
-    meta = json.loads(header["spikeforge"])
+    try:
+        meta = json.loads(header["spikeforge"])
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{st_path}: the checkpoint's 'spikeforge' metadata is not a JSON object (corrupt file)")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{st_path}: checkpoint format {meta.get('format')!r}; this spikeforge reads {FORMAT!r}")
+    digest = meta.get("tensor_sha256")
+    if digest is not None and digest != tensor_digest(tensors):
+        raise ValueError(f"{st_path}: tensor data does not match the SHA-256 digest in its metadata (the file is "
+                         "corrupt); use another checkpoint of the run or retrain")
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    optim = _join_optim(meta["optimizer"], tensors) if "optimizer" in meta else None
+    try:
+        optim = _join_optim(meta["optimizer"], tensors) if "optimizer" in meta else None
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ValueError(f"{st_path}: optimizer state in the metadata is malformed ({type(e).__name__}: {e})") from None
+    if str(map_location) != "cpu":
+        model = {k: v.to(map_location) for k, v in model.items()}
     return {"model": model, "optimizer": optim, "meta": meta, "tensors": tensors}
+
+
+def load_model_state(model: torch.nn.Module, state: dict, source) -> None:
+    """``model.load_state_dict(state)``, or one ``ValueError`` naming ``source`` and what does not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+            if items:
+                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+                parts.append(f"{label}: {', '.join(items[:3])}{more}")
+        raise ValueError(f"{source}: checkpoint does not fit the model {type(model).__name__} "
+                         f"(saved from another model or config?); {'; '.join(parts)}")
+    model.load_state_dict(state)

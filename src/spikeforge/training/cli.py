@@ -77,13 +77,22 @@ def _resolve_config(args):
 def _train(args) -> int:
     from .trainer import TrainingDivergedError, train
 
+    runtime = None
     if args.resume:
-        if args.config or args.overrides or args.epochs or args.seed is not None or args.name or args.force:
+        if args.config or args.overrides or args.epochs or args.seed is not None or args.name or args.force \
+                or args.run_dir:
             raise ValueError("--resume continues a run with the config stored in its folder; it takes no "
-                             "--config, --set, --epochs, --seed, --name or --force")
-        from ..config import TrainConfig
+                             "--config, --set, --epochs, --seed, --name, --out or --force (only --device, "
+                             "--data-dir and --no-progress)")
+        from .runs import RunDir
 
-        cfg = TrainConfig()
+        cfg = RunDir.open(args.resume).load_config()
+        runtime = {}
+        if args.device is not None:
+            runtime["run.device"] = args.device
+        if args.no_progress:
+            runtime["run.progress"] = False
+        cfg = cfg.override([f"{k}={v}" for k, v in runtime.items()])
         run_dir, resume = args.resume, True
     else:
         cfg = _resolve_config(args)
@@ -92,7 +101,7 @@ def _train(args) -> int:
         print(cfg.to_yaml(), end="")
         return 0
     try:
-        train(cfg, run_dir, resume=resume, force=args.force, data_dir=args.data_dir)
+        train(cfg, run_dir, resume=resume, force=args.force, data_dir=args.data_dir, runtime=runtime)
     except TrainingDivergedError as e:
         print(f"spikeforge train: {e}", file=sys.stderr)
         return 3
@@ -103,7 +112,7 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from .checkpoint import checkpoint_exists, load_checkpoint
+    from .checkpoint import checkpoint_exists, load_checkpoint, load_model_state
     from .data import load_data
     from .distributed import resolve_device
     from .runs import RunDir
@@ -118,12 +127,16 @@ def _eval(args) -> int:
     arrays = load_data(cfg.data, args.data_dir)
     model = build_model(cfg, arrays)
     ckpt = load_checkpoint(ck)
-    model.load_state_dict(ckpt["model"])
+    load_model_state(model, ckpt["model"], f"{ck}.safetensors")
     model.to(device)
     ev = evaluate(model, arrays.x_test, arrays.y_test, cfg, arrays.sequence, device=device)
     ev["checkpoint"] = args.checkpoint
     ev["epoch"] = ckpt["meta"].get("epoch")
-    run.write_json(f"eval_{args.checkpoint}.json", ev)
+    try:
+        run.write_json(f"eval_{args.checkpoint}.json", ev)
+    except OSError as e:  # a read-only or full run folder must not hide the result
+        print(f"spikeforge eval: warning: could not save {run.path / f'eval_{args.checkpoint}.json'}: "
+              f"{e.strerror or e}", file=sys.stderr)
     if args.json:
         print(json.dumps(ev, indent=1))
     else:

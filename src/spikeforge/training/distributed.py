@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -62,8 +63,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     raise ValueError(f"device: unknown value {name!r}; allowed: 'auto', 'cpu', 'cuda', 'cuda:N'")
 
 
-def init_distributed(device_name: str = "auto") -> DistContext:
-    """A :class:`DistContext` from torchrun's environment; starts the process group when ``WORLD_SIZE`` > 1."""
+def init_distributed(device_name: str = "auto", timeout_s: float = 600.0) -> DistContext:
+    """A :class:`DistContext` from torchrun's environment; starts the process group when ``WORLD_SIZE`` > 1.
+
+    ``timeout_s`` bounds how long a collective waits for a process that stopped answering (then it fails
+    instead of hanging; torch's default is 30 minutes)."""
     world = env_world_size()
     if world <= 1:
         return DistContext(device=resolve_device(device_name))
@@ -74,7 +78,7 @@ def init_distributed(device_name: str = "auto") -> DistContext:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     return DistContext(rank, world, local_rank, device, backend)
 
 
@@ -96,14 +100,29 @@ def shard(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     return indices[rank::world_size]
 
 
-def batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True, drop_last: bool = False,
-            world_size: int = 1) -> list[torch.Tensor]:
-    """Global batches of one epoch. Under DDP a last batch smaller than ``world_size`` is dropped."""
+def batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True,
+            drop_last: bool = False) -> list[torch.Tensor]:
+    """Global batches of one epoch; the same for every number of processes. ``drop_last`` drops a last
+    batch smaller than ``batch_size``."""
     order = epoch_order(n, seed, epoch, shuffle)
     out = list(order.split(batch_size))
-    if out and (drop_last and len(out[-1]) < batch_size or len(out[-1]) < world_size):
+    if out and drop_last and len(out[-1]) < batch_size:
         out.pop()
     return out
+
+
+def check_last_batch(n: int, batch_size: int, world_size: int, drop_last: bool) -> None:
+    """Every process gets at least one sample of every global batch, or one ``ValueError`` naming the fix.
+
+    The rule is the same for 1 and N processes: batches are never dropped silently, so N processes follow
+    the trajectory of one process with the same global batch.
+    """
+    last = n % batch_size
+    if world_size > 1 and not drop_last and 0 < last < world_size:
+        raise ValueError(f"data.batch_size: the last batch of each epoch holds {last} of the {n} training samples, "
+                         f"fewer than the {world_size} processes, so some would get none; set data.drop_last=true "
+                         "(drops it for any number of processes) or choose data.batch_size/data.train_subset so "
+                         f"that {n} % batch_size is 0 or >= {world_size}")
 
 
 def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:

@@ -59,7 +59,7 @@ def write_report(run: RunDir, arrays=None, model=None, device=None, checkpoint: 
                  data_dir=None) -> str:
     """Draw the plots and write ``report.md`` for ``run``; the raster uses ``model`` (else the
     ``checkpoint`` weights) on the first test sample. Returns the report's path."""
-    from .checkpoint import atomic_write_text, checkpoint_exists, load_checkpoint
+    from .checkpoint import atomic_write_text, checkpoint_exists, load_checkpoint, load_model_state
 
     cfg = run.load_config()
     records = run.read_metrics()
@@ -82,7 +82,7 @@ def write_report(run: RunDir, arrays=None, model=None, device=None, checkpoint: 
 
             arrays = load_data(cfg.data, data_dir)
             model = build_model(cfg, arrays)
-            model.load_state_dict(load_checkpoint(ck)["model"])
+            load_model_state(model, load_checkpoint(ck)["model"], f"{ck}.safetensors")
             device = torch.device("cpu")
     if model is not None and arrays is not None:
         from .data import to_model_input

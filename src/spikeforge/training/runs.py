@@ -2,7 +2,10 @@
 ``metrics.jsonl`` (one JSON object per epoch), ``checkpoints/{last,best}.safetensors`` (+ ``.json``),
 ``plots/*.png`` and ``report.md``.
 
-A non-empty folder is never reused unless the caller resumes it or passes ``force``.
+A run folder is marked by the file ``.spikeforge-run``, written first when the folder is created. A non-empty
+folder is never reused unless the caller resumes it or passes ``force``, and ``force`` empties only a folder
+that is recognisably a run (its marker, or the ``run.json`` of runs made before the marker existed): any
+other folder is refused, whatever its contents.
 
 Example:
     >>> import tempfile
@@ -14,6 +17,11 @@ Example:
     Traceback (most recent call last):
     ...
     ValueError: run folder ... is not empty; pass --resume to continue it or --force to overwrite it
+    >>> import os; os.remove(run.path / RunDir.MARKER)
+    >>> RunDir.create(run.path, force=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: --force: ... is not a spikeforge run folder (no .spikeforge-run marker); it is left untouched: choose an empty or new folder with --out
 """
 
 from __future__ import annotations
@@ -58,13 +66,28 @@ def default_run_name(dataset: str, model: str) -> str:
 class RunDir:
     """One run's folder and the files in it."""
 
+    MARKER = ".spikeforge-run"
+
     def __init__(self, path):
         self.path = Path(path)
+
+    @staticmethod
+    def is_run_folder(path) -> bool:
+        """``path`` holds the run marker, or a ``run.json`` written by spikeforge (older runs)."""
+        path = Path(path)
+        if (path / RunDir.MARKER).is_file():
+            return True
+        try:
+            info = json.loads((path / "run.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(info, dict) and isinstance(info.get("code"), dict) and "spikeforge" in info["code"]
 
     # ------------------------------------------------------------------------------------ creation
     @classmethod
     def create(cls, path, force: bool = False) -> "RunDir":
-        """A fresh run folder; refuses a non-empty one unless ``force`` (which empties it)."""
+        """A fresh run folder holding only its marker; a non-empty one is refused unless ``force`` and it is
+        a run folder (then it is emptied)."""
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise ValueError(f"run folder {str(path)!r} exists and is not a folder")
@@ -72,8 +95,12 @@ class RunDir:
             if not force:
                 raise ValueError(f"run folder {str(path)!r} is not empty; pass --resume to continue it or "
                                  "--force to overwrite it")
+            if not cls.is_run_folder(path):
+                raise ValueError(f"--force: {str(path)!r} is not a spikeforge run folder (no {cls.MARKER} marker); "
+                                 "it is left untouched: choose an empty or new folder with --out")
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path / cls.MARKER, json.dumps({"spikeforge_run": 1}) + "\n")
         return cls(path)
 
     @classmethod

@@ -3,7 +3,8 @@
 Per step: take the global batch (order fixed by ``(seed, epoch)``), augment it (generator seeded by
 ``(seed, epoch, step)``), keep this process's shard, run the model to per-step outputs ``[T, B, K]``
 (bfloat16 autocast when ``run.amp=bf16``), compute the loss (:mod:`~spikeforge.training.losses`), stop
-on a non-finite loss or gradient norm, clip, step the optimiser at the scheduled learning rate. Every
+on a non-finite loss, gradient, updated parameter or buffer (one inf-norm reduction per step; the last good
+checkpoint stays the last one written), clip, step the optimiser at the scheduled learning rate. Every
 ``run.checkpoint_every_steps`` steps and at the end of every epoch, rank 0 writes ``last`` atomically with
 the model, optimiser and RNG state plus the epoch's running sums, so ``--resume`` after a kill continues
 from that step and reproduces the uninterrupted run. Per epoch it evaluates the test set (accuracy at
@@ -35,14 +36,24 @@ import torch
 
 from ..config import TrainConfig
 from . import distributed as D
-from .checkpoint import checkpoint_exists, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import (NonFiniteCheckpointError, checkpoint_exists, load_checkpoint, load_model_state,
+                         restore_rng_state, save_checkpoint)
 from .data import Arrays, augment_batch, load_data, to_model_input
 from .losses import compute_loss
 from .runs import RunDir, code_version, default_run_name
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss (or gradient norm) became NaN or infinite; the last good checkpoint is kept."""
+    """The loss, a gradient, a parameter or a buffer became NaN or infinite; the last good checkpoint is kept."""
+
+
+#: evaluating BatchNorm running statistics fed by fewer training batches than this prints a warning: with
+#: momentum 0.1 the initial (0, 1) statistics still weigh 0.9**n (0.18 after 16 batches, 0.005 after 50)
+BN_MIN_BATCHES = 50
+
+
+def _zero_partial() -> dict:
+    return {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "seconds": 0.0, "data_seconds": 0.0}
 
 
 # ------------------------------------------------------------------------------------------- building
@@ -137,6 +148,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
     ctx = ctx or D.DistContext()
     device = device or ctx.device
     model = _unwrap(model)
+    warn_few_bn_batches(model)
     was_training = model.training
     model.eval()
     has_neurons = any(isinstance(m, BaseNeuron) for m in model.modules())
@@ -191,6 +203,19 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
             "firing_rates": rates, "spikes_per_sample": spikes, "test_samples": int(n)}
 
 
+def warn_few_bn_batches(model: torch.nn.Module) -> bool:
+    """Warn (stderr) when a BatchNorm's running statistics come from fewer than :data:`BN_MIN_BATCHES` batches."""
+    counts = [int(m.num_batches_tracked) for m in model.modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+              and m.num_batches_tracked is not None]
+    if not counts or min(counts) >= BN_MIN_BATCHES:
+        return False
+    print(f"spikeforge: warning: evaluating with BatchNorm running statistics from only {min(counts)} training "
+          f"batches (< {BN_MIN_BATCHES}); test accuracy can be far below train accuracy until more steps are "
+          "trained", file=sys.stderr)
+    return True
+
+
 # ------------------------------------------------------------------------------------------- training
 def _progress_bar(total, initial, desc, enabled):
     if not enabled:
@@ -201,46 +226,101 @@ def _progress_bar(total, initial, desc, enabled):
                 mininterval=0.5, file=sys.stderr)
 
 
-def _prepare_run(cfg, run_dir, resume, force, ctx) -> tuple[RunDir, TrainConfig, dict | None]:
-    """Create (or reopen, on resume) the run folder on rank 0; every process learns its path."""
-    ckpt = None
-    if resume:
-        if run_dir is None:
-            raise ValueError("resume: give the run folder to continue (spikeforge train --resume RUN_DIR)")
-        run = RunDir.open(run_dir)
-        cfg = run.load_config()
-        if checkpoint_exists(run.last):
-            ckpt = load_checkpoint(run.last)
-        return run, cfg, ckpt
+RUNTIME_KEYS = ("run.device", "run.progress")  # what a resumed run may change: where and how it shows
+
+
+def _open_for_resume(run_dir, runtime) -> tuple[RunDir, TrainConfig, dict | None]:
+    """The run folder, its stored config (with the ``runtime`` overrides) and its ``last`` checkpoint.
+
+    A run with no ``last`` checkpoint resumes from the start only when it has nothing to lose (no epoch
+    records, no ``best``); otherwise it is refused, so nothing is truncated or overwritten.
+    """
+    if run_dir is None:
+        raise ValueError("resume: give the run folder to continue (spikeforge train --resume RUN_DIR)")
+    run = RunDir.open(run_dir)
+    cfg = run.load_config()
+    bad = [k for k in (runtime or {}) if k not in RUNTIME_KEYS]
+    if bad:
+        raise ValueError(f"resume: {bad[0]} cannot change on resume; allowed: {', '.join(RUNTIME_KEYS)}")
+    if runtime:
+        cfg = cfg.override([f"{k}={v}" for k, v in runtime.items()])
+    if checkpoint_exists(run.last):
+        return run, cfg, load_checkpoint(run.last)
+    if run.read_metrics() or checkpoint_exists(run.best):
+        raise ValueError(f"resume: {run.last}.safetensors is missing, so {run.path} cannot continue where it "
+                         "stopped (its metrics and best checkpoint are kept); evaluate it with spikeforge eval, "
+                         "or start a new run with --out NEW_DIR")
+    return run, cfg, None
+
+
+def _check_resume_meta(meta: dict, source, cfg: TrainConfig, steps_per_epoch: int) -> None:
+    """The fields a resume reads exist and lie in range, or one ``ValueError`` naming the file and field."""
+    def need(key, ok, allowed):
+        if key not in meta or not ok(meta[key]):
+            found = repr(meta[key]) if key in meta else "nothing"
+            raise ValueError(f"{source}: metadata field {key!r} is {found}; expected {allowed}")
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    need("epoch", lambda v: is_int(v) and 0 <= v <= cfg.run.epochs, f"an integer in 0..{cfg.run.epochs}")
+    need("step_in_epoch", lambda v: is_int(v) and 0 <= v < steps_per_epoch,
+         f"an integer in 0..{steps_per_epoch - 1}")
+    need("global_step", lambda v: is_int(v) and v >= 0, "an integer >= 0")
+    need("best_acc", lambda v: isinstance(v, (int, float)) and -1 <= v <= 1, "a number in [-1, 1]")
+    need("best_epoch", lambda v: is_int(v) and 0 <= v <= meta.get("epoch", 0), "an integer in 0..epoch")
+    need("partial", lambda v: isinstance(v, dict) and set(_zero_partial()) <= set(v)
+         and all(isinstance(v[k], (int, float)) for k in _zero_partial()),
+         "a mapping with " + ", ".join(_zero_partial()))
+    need("rng", lambda v: isinstance(v, dict) and {"numpy", "python"} <= set(v), "the saved RNG state")
+
+
+def _new_run_folder(cfg, run_dir, force, ctx) -> RunDir:
+    """Create the run folder on rank 0 and write its config; every process learns its path."""
     path = None
     if ctx.is_main:
         path = Path(run_dir) if run_dir is not None else \
             Path(cfg.run.out_dir) / (cfg.run.name or default_run_name(cfg.data.name, cfg.model.name))
         run = RunDir.create(path, force=force)
-        cfg.to_yaml(run.config_path)
+        try:
+            cfg.to_yaml(run.config_path)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(run.path, ignore_errors=True)  # only the marker and config of this call are in it
+            raise
         path = str(path)
     path = D.broadcast_object(path, ctx)
-    return RunDir(path), cfg, None
+    return RunDir(path)
 
 
 def train(cfg: TrainConfig, run_dir=None, *, resume: bool = False, force: bool = False, data_dir=None,
-          model: torch.nn.Module | None = None, verbose: bool = True) -> dict:
+          model: torch.nn.Module | None = None, verbose: bool = True, runtime: dict | None = None) -> dict:
     """Train ``cfg`` into a run folder; returns ``{"run_dir", "final", "best_acc", "best_epoch", "seconds"}``.
 
-    ``resume=True`` continues ``run_dir`` from its ``last`` checkpoint with the config stored there.
+    ``resume=True`` continues ``run_dir`` from its ``last`` checkpoint with the config stored there;
+    ``runtime`` may change its ``run.device`` / ``run.progress`` (e.g. ``{"run.device": "cpu"}``).
     ``model`` replaces the registered model (e.g. a baseline built by hand); it must return ``[T, B, K]``.
-    Raises :class:`TrainingDivergedError` on a non-finite loss, after keeping the last good checkpoint.
+    Raises :class:`TrainingDivergedError` on a non-finite loss, gradient, parameter or buffer, after keeping
+    the last good checkpoint. The data, model and optimiser are built before a new run folder is created,
+    and a new run that fails before its first optimiser step removes the folder it created.
     """
-    ctx = D.init_distributed(cfg.run.device)
+    t_start = time.perf_counter()
+    opened = _open_for_resume(run_dir, runtime) if resume else None
+    if opened is not None:
+        cfg = opened[1]
+    ctx = D.init_distributed(cfg.run.device, cfg.run.dist_timeout_s)
     try:
-        return _train(cfg, run_dir, resume, force, data_dir, model, verbose, ctx)
+        return _train(cfg, run_dir, opened, force, data_dir, model, verbose, ctx, t_start)
     finally:
         D.shutdown(ctx)
 
 
-def _train(cfg, run_dir, resume, force, data_dir, model, verbose, ctx):
-    t_start = time.perf_counter()
-    run, cfg, ckpt = _prepare_run(cfg, run_dir, resume, force, ctx)
+def _train(cfg, run_dir, opened, force, data_dir, model, verbose, ctx, t_start):
+    resume = opened is not None
+    run, ckpt = None, None
+    if resume:
+        run, cfg, ckpt = opened
     if ctx.world_size == 1:  # the config decides the device; torchrun's env decides under DDP
         ctx = D.DistContext(device=D.resolve_device(cfg.run.device))
     device = ctx.device
@@ -259,27 +339,54 @@ def _train(cfg, run_dir, resume, force, data_dir, model, verbose, ctx):
                          f"({ctx.world_size}); it is the global batch, split across processes")
 
     n_train = len(arrays.y_train)
-    steps_per_epoch = len(D.batches(n_train, global_bs, 0, 0, world_size=ctx.world_size))
+    D.check_last_batch(n_train, global_bs, ctx.world_size, cfg.data.drop_last)
+    steps_per_epoch = len(D.batches(n_train, global_bs, 0, 0, drop_last=cfg.data.drop_last))
     if cfg.run.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.run.max_steps_per_epoch)
 
     # --- state that a checkpoint restores
     start_epoch, start_step, global_step = 1, 0, 0
     best_acc, best_epoch = -1.0, 0
-    partial = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "seconds": 0.0, "data_seconds": 0.0}
+    partial = _zero_partial()
     if ckpt is not None:
         meta = ckpt["meta"]
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        _check_resume_meta(meta, f"{run.last}.safetensors", cfg, steps_per_epoch)
+        if ckpt["optimizer"] is None:
+            raise ValueError(f"{run.last}.safetensors: holds no optimizer state, so the run cannot be resumed")
+        load_model_state(model, ckpt["model"], f"{run.last}.safetensors")
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise ValueError(f"{run.last}.safetensors: optimizer state does not fit optim.name="
+                             f"{cfg.optim.name!r} on this model ({str(e).splitlines()[0]})") from None
         start_epoch, start_step, global_step = meta["epoch"] + 1, meta["step_in_epoch"], meta["global_step"]
-        best_acc, best_epoch = meta["best_acc"], meta["best_epoch"]
-        partial = dict(meta["partial"])
+        best_acc, best_epoch = float(meta["best_acc"]), meta["best_epoch"]
+        partial = {k: float(meta["partial"][k]) for k in _zero_partial()}
         restore_rng_state(meta["rng"], ckpt["tensors"])
         if main:
             run.truncate_metrics(meta["epoch"])
         log(f"resuming {run.path} at epoch {start_epoch}, step {start_step} (global step {global_step})")
-    elif resume and main:
-        run.truncate_metrics(0)
+    elif resume:
+        log(f"resuming {run.path}: no checkpoint was written yet, starting at epoch 1")
+        if main:
+            run.truncate_metrics(0)
+    else:
+        run = _new_run_folder(cfg, run_dir, force, ctx)
+    try:
+        return _loop(cfg, run, resume, ctx, device, main, log, arrays, model, optimizer, steps_per_epoch,
+                     start_epoch, start_step, global_step, best_acc, best_epoch, partial, verbose, t_start)
+    except BaseException:
+        if main and not resume and not checkpoint_exists(run.last) and not run.read_metrics():
+            # a failed start: remove the folder this call created (it holds only what this call wrote)
+            import shutil
+
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+
+
+def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, optimizer, steps_per_epoch, start_epoch,
+          start_step, global_step, best_acc, best_epoch, partial, verbose, t_start):
+    global_bs, n_train = cfg.data.batch_size, len(arrays.y_train)
     if main and not resume:
         run.write_json("run.json", {"code": code_version(), "device": str(device), "world_size": ctx.world_size,
                                     "argv": sys.argv, "num_threads": torch.get_num_threads()})
@@ -287,14 +394,19 @@ def _train(cfg, run_dir, resume, force, data_dir, model, verbose, ctx):
 
     ddp_model = D.wrap_model(model, ctx, cfg.run.sync_bn)
     net = _unwrap(ddp_model)
+    state_tensors = [t for t in list(net.parameters()) + list(net.buffers()) if t.is_floating_point()]
 
     def save_last(epoch_done, step_in_epoch, part):
         if not main:
             return
-        save_checkpoint(run.last, net.state_dict(), optimizer.state_dict(), {
-            "config": cfg.to_dict(), "epoch": epoch_done, "step_in_epoch": step_in_epoch,
-            "global_step": global_step, "best_acc": best_acc, "best_epoch": best_epoch, "partial": part,
-            "world_size": ctx.world_size, "code": code_version_cached})
+        try:
+            save_checkpoint(run.last, net.state_dict(), optimizer.state_dict(), {
+                "config": cfg.to_dict(), "epoch": epoch_done, "step_in_epoch": step_in_epoch,
+                "global_step": global_step, "best_acc": best_acc, "best_epoch": best_epoch, "partial": part,
+                "world_size": ctx.world_size, "code": code_version_cached})
+        except NonFiniteCheckpointError as e:  # e.g. an optimiser moment overflowed while the weights did not
+            raise TrainingDivergedError(f"training stopped at epoch {epoch_done + 1}, step {step_in_epoch}: {e}. "
+                                        "Lower optim.lr or set optim.grad_clip.") from None
 
     code_version_cached = code_version() if main else {}
     progress = cfg.run.progress and verbose and main
@@ -304,9 +416,8 @@ def _train(cfg, run_dir, resume, force, data_dir, model, verbose, ctx):
         ddp_model.train()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        order = D.batches(n_train, global_bs, cfg.run.seed, epoch, world_size=ctx.world_size)[:steps_per_epoch]
-        acc = dict(partial) if epoch == start_epoch else \
-            {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "seconds": 0.0, "data_seconds": 0.0}
+        order = D.batches(n_train, global_bs, cfg.run.seed, epoch, drop_last=cfg.data.drop_last)[:steps_per_epoch]
+        acc = dict(partial) if epoch == start_epoch else _zero_partial()
         first = start_step if epoch == start_epoch else 0
         bar = _progress_bar(steps_per_epoch, first, f"epoch {epoch}/{cfg.run.epochs}", progress)
         t_epoch = time.perf_counter()
@@ -338,10 +449,10 @@ def _train(cfg, run_dir, resume, force, data_dir, model, verbose, ctx):
             optimizer.zero_grad(set_to_none=True)
             scaled.backward()
             if cfg.optim.grad_clip > 0:
-                norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
-                if not torch.isfinite(norm):
-                    _diverged(run, "gradient norm", float(norm), epoch, step, main)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
+            grad_norms = _norms([p.grad for p in net.parameters() if p.grad is not None], device)  # no sync yet
             optimizer.step()
+            _check_finite(grad_norms, state_tensors, ctx, run, epoch, step, main, net)
             global_step += 1
 
             with torch.no_grad():
@@ -387,7 +498,7 @@ def _train(cfg, run_dir, resume, force, data_dir, model, verbose, ctx):
                     "config": cfg.to_dict(), "epoch": epoch, "test_acc": ev["test_acc"],
                     "code": code_version_cached}, save_rng=False)
         best_acc, best_epoch = D.broadcast_object((best_acc, best_epoch), ctx)
-        save_last(epoch, 0, {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "seconds": 0.0, "data_seconds": 0.0})
+        save_last(epoch, 0, _zero_partial())
         log(f"epoch {epoch}/{cfg.run.epochs}  loss {record['train_loss']:.4f}  train {100 * record['train_acc']:.2f}%"
             f"  test {100 * record['test_acc']:.2f}%  |  {record['samples_per_s']:,.0f} samples/s"
             f"  {epoch_seconds:.1f} s  data {100 * record['data_fraction']:.1f}%  |  "
@@ -413,7 +524,37 @@ def _train(cfg, run_dir, resume, force, data_dir, model, verbose, ctx):
     return result
 
 
-def _diverged(run: RunDir, what: str, value: float, epoch: int, step: int, main: bool):
+@torch.no_grad()
+def _norms(tensors: list[torch.Tensor], device) -> torch.Tensor:
+    """Per-tensor L2 norms (one fused reduction): non-finite when a value is NaN or inf, or when a huge but
+    finite tensor overflows float32, which :func:`_check_finite` then tells apart exactly."""
+    if not tensors:
+        return torch.zeros(0, device=device)
+    return torch.stack([n.float() for n in torch._foreach_norm(tensors, 2)])
+
+
+@torch.no_grad()
+def _check_finite(grad_norms, state_tensors, ctx, run, epoch, step, main, net):
+    """Stop when a gradient, or a parameter or buffer after the update, holds NaN or inf (in any process)."""
+    norms = torch.cat([grad_norms, _norms(state_tensors, grad_norms.device)])
+    flag = (~torch.isfinite(norms)).any().double().view(1)
+    D.all_reduce_sum(flag, ctx)
+    if not flag.item():
+        return
+    bad_grad = [n for n, p in net.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    bad_state = [n for n, t in list(net.named_parameters()) + list(net.named_buffers())
+                 if t.is_floating_point() and not torch.isfinite(t).all()]
+    bad = torch.tensor([float(bool(bad_grad or bad_state))], dtype=torch.float64, device=norms.device)
+    D.all_reduce_sum(bad, ctx)
+    if not bad.item():  # only a float32 overflow of the norm: huge but finite values
+        return
+    if bad_grad:
+        _diverged(run, f"gradient of {bad_grad[0]!r}", "nan or inf", epoch, step, main)
+    where = f"parameter or buffer {bad_state[0]!r}" if bad_state else "a parameter or buffer of another process"
+    _diverged(run, where + " after the optimiser step", "nan or inf", epoch, step, main)
+
+
+def _diverged(run: RunDir, what: str, value, epoch: int, step: int, main: bool):
     last = f"{run.last}.safetensors"
     kept = f"the last good checkpoint is kept at {last}" if Path(last).is_file() else \
         "no checkpoint had been written yet"

@@ -1,0 +1,302 @@
+"""Nothing lost, nothing wrong kept: --force only replaces run folders, non-finite weights stop the run before
+they reach a checkpoint, --resume refuses what it cannot continue, checkpoints verify their data, and every
+failure the CLI can meet is one line with a documented exit code."""
+
+import errno
+import json
+
+import pytest
+import torch
+
+from spikeforge.cli import main
+from spikeforge.config import TrainConfig
+from spikeforge.training import TrainingDivergedError, train
+from spikeforge.training import checkpoint as C
+from spikeforge.training import distributed as D
+from spikeforge.training.runs import RunDir
+
+TINY = ["data.train_subset=192", "data.test_subset=96", "data.batch_size=32", "model.T=2",
+        "model.kwargs.channels=[4, 8]", "run.epochs=1", "run.progress=false", "run.plots=false",
+        "run.device=cpu"]
+
+
+def cli(tmp_path, *extra, out="r"):
+    return ["train", "--out", str(tmp_path / out)] + sum((["--set", a] for a in TINY + list(extra)), [])
+
+
+def one_line_error(capsys, *needles):
+    err = capsys.readouterr().err.strip()
+    lines = [ln for ln in err.splitlines() if not ln.startswith("spikeforge: warning")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One finished 1-epoch run (best and last checkpoints, one metrics record)."""
+    path = tmp_path_factory.mktemp("trained") / "run"
+    train(TrainConfig().override(TINY), path, verbose=False)
+    return path
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    dst = tmp_path / "copy"
+    shutil.copytree(run, dst)
+    return dst
+
+
+# ------------------------------------------------------------------------------------------- --force
+def test_force_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("years of work")
+    assert main(cli(tmp_path, out="thesis") + ["--force"]) == 2
+    one_line_error(capsys, "is not a spikeforge run folder", "left untouched")
+    assert (thesis / "chapter1.tex").read_text() == "years of work"
+    assert sorted(p.name for p in thesis.iterdir()) == ["chapter1.tex"]
+
+
+def test_force_replaces_a_run_folder_new_and_legacy(tmp_path, trained_run):
+    run = _copy(trained_run, tmp_path)
+    assert RunDir.is_run_folder(run) and (run / RunDir.MARKER).is_file()
+    (run / RunDir.MARKER).unlink()  # a run made before the marker existed: recognised by its run.json
+    assert RunDir.is_run_folder(run)
+    RunDir.create(run, force=True)
+    assert sorted(p.name for p in run.iterdir()) == [RunDir.MARKER]
+    # a run.json that spikeforge did not write is not a marker
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "run.json").write_text(json.dumps({"code": "mine"}))
+    assert not RunDir.is_run_folder(other)
+
+
+# ------------------------------------------------------------------------------------------- non-finite
+def test_infinite_lr_stops_with_exit_3_and_no_nonfinite_checkpoint(tmp_path, capsys):
+    rc = main(cli(tmp_path, "optim.lr=inf", "run.checkpoint_every_steps=1"))
+    assert rc == 3
+    err = capsys.readouterr().err
+    assert "training stopped" in err and "x_seq" not in err, err
+    for name in ("last", "best"):
+        if C.checkpoint_exists(tmp_path / "r" / "checkpoints" / name):
+            ck = C.load_checkpoint(tmp_path / "r" / "checkpoints" / name)
+            assert all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_huge_sgd_step_stops_before_running_stats_become_inf(tmp_path, capsys):
+    rc = main(cli(tmp_path, "optim.name=sgd", "optim.lr=1e30", "run.epochs=2"))
+    assert rc == 3, capsys.readouterr().err
+    assert "training stopped" in capsys.readouterr().err
+    for name in ("last", "best"):
+        if C.checkpoint_exists(tmp_path / "r" / "checkpoints" / name):
+            ck = C.load_checkpoint(tmp_path / "r" / "checkpoints" / name)
+            assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+class _NaNGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("nan")
+
+
+class NaNGradNet(torch.nn.Module):
+    """Finite loss, NaN gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return _NaNGrad.apply(self.lin(x.reshape(x.shape[0], -1))).unsqueeze(0).expand(2, -1, -1)
+
+
+def test_nan_gradient_with_finite_loss_stops(tmp_path):
+    with pytest.raises(TrainingDivergedError, match="gradient of .lin.weight. became nan or inf at epoch 1, step 0"):
+        train(TrainConfig().override(TINY), tmp_path / "r", verbose=False, model=NaNGradNet())
+
+
+def test_save_checkpoint_refuses_nonfinite_and_keeps_previous(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    C.save_checkpoint(tmp_path / "last", net.state_dict(), None, {"epoch": 1})
+    before = (tmp_path / "last.safetensors").read_bytes()
+    with torch.no_grad():
+        net.bias[1] = float("inf")
+    with pytest.raises(C.NonFiniteCheckpointError, match="bias"):
+        C.save_checkpoint(tmp_path / "last", net.state_dict(), None, {"epoch": 2})
+    assert (tmp_path / "last.safetensors").read_bytes() == before
+    assert C.nonfinite_names({"a": torch.tensor([3e38, -3e38]), "b": torch.tensor([1, 2])}) == []
+
+
+# ------------------------------------------------------------------------------------------- resume
+def test_resume_without_last_checkpoint_is_refused_and_keeps_everything(tmp_path, trained_run, capsys):
+    run = _copy(trained_run, tmp_path)
+    for suffix in (".safetensors", ".json"):
+        (run / "checkpoints" / f"last{suffix}").unlink()
+    metrics, best = (run / "metrics.jsonl").read_bytes(), (run / "checkpoints" / "best.safetensors").read_bytes()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    one_line_error(capsys, "last.safetensors is missing", "spikeforge eval")
+    assert (run / "metrics.jsonl").read_bytes() == metrics
+    assert (run / "checkpoints" / "best.safetensors").read_bytes() == best
+
+
+def test_resume_applies_device_and_no_progress(tmp_path, trained_run, capsys):
+    run = _copy(trained_run, tmp_path)
+    if not torch.cuda.is_available():  # the stored config says cpu; --device must still be honoured
+        assert main(["train", "--resume", str(run), "--device", "cuda", "--no-progress"]) == 2
+        one_line_error(capsys, "'cuda' was asked for but CUDA is not available")
+    with pytest.raises(ValueError, match="run.epochs cannot change on resume"):
+        train(TrainConfig(), run, resume=True, verbose=False, runtime={"run.epochs": 5})
+
+
+def _rewrite_meta(path, **changes):
+    """Rewrite a checkpoint's metadata fields, keeping its tensors (so the digest still matches)."""
+    from safetensors.torch import save
+
+    ck = C.load_checkpoint(path)
+    meta = {**ck["meta"], **changes}
+    meta = {k: v for k, v in meta.items() if v is not None}
+    st = path.with_name(path.name + ".safetensors")
+    st.write_bytes(save(ck["tensors"], metadata={"spikeforge": json.dumps(meta)}))
+
+
+@pytest.mark.parametrize("field,value", [("epoch", -5), ("step_in_epoch", 1_000_000), ("global_step", None),
+                                         ("partial", "garbled")])
+def test_resume_rejects_bad_metadata_naming_the_field(tmp_path, trained_run, capsys, field, value):
+    run = _copy(trained_run, tmp_path)
+    _rewrite_meta(run / "checkpoints" / "last", **{field: value})
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    one_line_error(capsys, "last.safetensors", f"metadata field {field!r}")
+
+
+# ------------------------------------------------------------------------------------------- integrity
+def test_flipped_tensor_bytes_are_detected(tmp_path, trained_run, capsys):
+    run = _copy(trained_run, tmp_path)
+    st = run / "checkpoints" / "best.safetensors"
+    data = bytearray(st.read_bytes())
+    data[-20] ^= 0x55  # inside the last tensor's data
+    st.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match the SHA-256 digest"):
+        C.load_checkpoint(run / "checkpoints" / "best")
+    assert main(["eval", str(run)]) == 2
+    one_line_error(capsys, str(st), "corrupt")
+
+
+@pytest.mark.parametrize("cut", [8, 200, -30])
+def test_truncated_checkpoint_names_the_file(tmp_path, trained_run, cut):
+    run = _copy(trained_run, tmp_path)
+    st = run / "checkpoints" / "last.safetensors"
+    st.write_bytes(st.read_bytes()[:cut])
+    with pytest.raises(ValueError, match=f"{st}: .*(truncated or corrupt|metadata|digest)") as e:
+        C.load_checkpoint(run / "checkpoints" / "last")
+    assert "\n" not in str(e.value)
+
+
+def test_checkpoint_of_another_model_is_one_line(tmp_path, trained_run, capsys):
+    run = _copy(trained_run, tmp_path)
+    (run / "config.yaml").write_text(TrainConfig().override(TINY + ["model.kwargs.channels=[4, 6]"]).to_yaml())
+    assert main(["eval", str(run)]) == 2
+    one_line_error(capsys, "best.safetensors: checkpoint does not fit the model", "shape mismatch")
+
+
+# ------------------------------------------------------------------------------------------- one-line errors
+def test_yaml_syntax_error_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run:\n  epochs: [1, 2\n  seed: 3\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    one_line_error(capsys, str(bad), "not valid YAML at line")
+    assert not (tmp_path / "r").exists()
+
+
+def test_failed_start_leaves_no_folder(tmp_path, capsys):
+    assert main(cli(tmp_path, "data.name=no_such_set")) == 2
+    capsys.readouterr()
+    assert not (tmp_path / "r").exists()
+
+    class Broken(torch.nn.Linear):
+        def forward(self, x):
+            raise ValueError("x: broken on purpose")
+
+    with pytest.raises(ValueError, match="broken on purpose"):
+        train(TrainConfig().override(TINY), tmp_path / "s", verbose=False, model=Broken(1, 1))
+    assert not (tmp_path / "s").exists()  # the rerun needs no --force
+
+
+def test_disk_full_is_one_line(tmp_path, capsys, monkeypatch):
+    def full(self, name, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path / name))
+
+    monkeypatch.setattr(RunDir, "write_json", full)
+    assert main(cli(tmp_path)) == 2
+    one_line_error(capsys, "run.json", "No space left on device")
+
+
+def test_eval_prints_its_result_when_the_folder_is_read_only(tmp_path, trained_run, capsys, monkeypatch):
+    def read_only(self, name, obj):
+        raise OSError(errno.EROFS, "Read-only file system", str(self.path / name))
+
+    monkeypatch.setattr(RunDir, "write_json", read_only)
+    assert main(["eval", str(trained_run)]) == 0
+    out = capsys.readouterr()
+    assert "test accuracy" in out.out and "could not save" in out.err and "Read-only" in out.err
+
+
+# ------------------------------------------------------------------------------------------- BN, DDP
+def test_warns_when_bn_statistics_come_from_few_batches(capsys):
+    from spikeforge.training.trainer import BN_MIN_BATCHES, warn_few_bn_batches
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    net.train()
+    for _ in range(3):
+        net(torch.randn(4, 2))
+    assert warn_few_bn_batches(net)
+    assert "BatchNorm running statistics from only 3 training batches" in capsys.readouterr().err
+    net[1].num_batches_tracked.fill_(BN_MIN_BATCHES)
+    assert not warn_few_bn_batches(net) and capsys.readouterr().err == ""
+
+
+def test_last_batch_rule_is_the_same_for_any_process_count():
+    assert [len(b) for b in D.batches(97, 16, 0, 0)] == [16] * 6 + [1]
+    assert [len(b) for b in D.batches(97, 16, 0, 0, drop_last=True)] == [16] * 6
+    D.check_last_batch(97, 16, 1, drop_last=False)
+    D.check_last_batch(97, 16, 2, drop_last=True)
+    D.check_last_batch(98, 16, 2, drop_last=False)
+    with pytest.raises(ValueError, match="last batch of each epoch holds 1 of the 97 .* set data.drop_last=true"):
+        D.check_last_batch(97, 16, 2, drop_last=False)
+
+
+def test_dist_timeout_reaches_the_process_group(monkeypatch):
+    import datetime
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(D.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(D.dist, "init_process_group", lambda **kw: seen.update(kw))
+    D.init_distributed("cpu", timeout_s=42)
+    assert seen["timeout"] == datetime.timedelta(seconds=42) and seen["backend"] == "gloo"
+    assert TrainConfig().run.dist_timeout_s == 600
+    with pytest.raises(ValueError, match="run.dist_timeout_s"):
+        TrainConfig().override(["run.dist_timeout_s=0"])
+
+
+def test_huge_but_finite_weights_are_not_divergence():
+    """The fused L2 norms overflow float32 for weights near 1e20; the exact re-check must let them pass."""
+    from spikeforge.training.trainer import _check_finite, _norms
+
+    net = torch.nn.Linear(4, 4)
+    with torch.no_grad():
+        net.weight.fill_(1e25)
+    norms = _norms(list(net.parameters()), torch.device("cpu"))
+    assert not torch.isfinite(norms).all()  # the fast check flags it ...
+    _check_finite(torch.zeros(0), list(net.parameters()), D.DistContext(), RunDir("x"), 1, 0, True, net)  # ... and passes
+    with torch.no_grad():
+        net.bias[0] = float("nan")
+    with pytest.raises(TrainingDivergedError, match="parameter or buffer 'bias' after the optimiser step"):
+        _check_finite(torch.zeros(0), list(net.parameters()), D.DistContext(), RunDir("x"), 1, 0, True, net)
