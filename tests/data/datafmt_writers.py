@@ -250,11 +250,16 @@ def aedat4_xml(width: int, height: int, event_stream: int = 0) -> bytes:
 """.encode()
 
 
-def aedat4_file(packets, sensor=(320, 240), code: int = 1, data_table: bool = True, event_stream: int = 0) -> bytes:
-    """Assemble an AEDAT 4.0 file from ``packets``: (stream id, already compressed payload) pairs."""
+def aedat4_file(packets, sensor=(320, 240), code: int = 1, data_table: bool = True, event_stream: int = 0,
+                xml_patch=None) -> bytes:
+    """Assemble an AEDAT 4.0 file from ``packets``: (stream id, already compressed payload) pairs.
+    ``xml_patch``: (old, new) bytes replaced once in the info node."""
     body = b"".join(struct.pack("<ii", sid, len(p)) + p for sid, p in packets)
     magic = b"#!AER-DAT4.0\r\n"
     xml = aedat4_xml(*sensor, event_stream=event_stream)
+    if xml_patch is not None:
+        assert xml_patch[0] in xml
+        xml = xml.replace(xml_patch[0], xml_patch[1], 1)
     head_len = len(_fb_ioheader(code, 0, xml))
     table_pos = len(magic) + 4 + head_len + len(body) if data_table else -1
     header = _fb_ioheader(code, table_pos, xml)
@@ -265,7 +270,8 @@ def aedat4_file(packets, sensor=(320, 240), code: int = 1, data_table: bool = Tr
 
 
 def aedat4_bytes(ev: np.ndarray, sensor=(320, 240), compression: str = "lz4", packet_size: int = 256,
-                 imu_packets: bool = True, data_table: bool = True, stream: int = 0, event_stream: int = 0) -> bytes:
+                 imu_packets: bool = True, data_table: bool = True, stream: int = 0, event_stream: int = 0,
+                 xml_patch=None) -> bytes:
     """``stream``: the id the event packets carry; ``event_stream``: the id the info node names."""
     import lz4.frame
 
@@ -279,7 +285,7 @@ def aedat4_bytes(ev: np.ndarray, sensor=(320, 240), compression: str = "lz4", pa
         packets.append((stream, pack(fb_event_packet(ev[i:i + packet_size]))))
         if imu_packets:
             packets.append((2, pack(struct.pack("<I", 12) + b"\x0c\x00\x00\x00IMUS" + b"\x00" * 4)))
-    return aedat4_file(packets, sensor, code, data_table, event_stream)
+    return aedat4_file(packets, sensor, code, data_table, event_stream, xml_patch)
 
 
 # ---------------------------------------------------------------- Prophesee .dat

@@ -19,19 +19,22 @@ from spikeforge.data.events import (EVENT_DTYPE, decode_aedat2, decode_aedat4, d
                                     decode_prophesee_dat)
 from spikeforge.data.idx import decode_idx
 
+NAME = "fuzzed-sample.file"  # every error must name it
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])
 _rng = np.random.default_rng(0)
 EV34 = random_events(_rng, 40, (34, 34, 2))
 EV128 = random_events(_rng, 40, (128, 128, 2))
 SEEDS = {
-    "orchard": (orchard_bin_bytes(EV34), lambda b: decode_orchard_bin(b, "f")),
-    "aedat2": (aedat2_bytes(EV128), lambda b: decode_aedat2(b, "f")),
-    "aedat2_davis": (aedat2_davis_bytes(random_events(_rng, 20, (346, 260, 2))), lambda b: decode_aedat2(b, "f")),
-    "aedat31": (aedat31_bytes(EV128, packet_size=9), lambda b: decode_aedat31(b, "f")),
-    "aedat4": (aedat4_bytes(random_events(_rng, 40, (64, 48, 2)), (64, 48), packet_size=15), lambda b: decode_aedat4(b, "f")),
-    "aedat4_raw": (aedat4_bytes(random_events(_rng, 20, (64, 48, 2)), (64, 48), "none", 8), lambda b: decode_aedat4(b, "f")),
-    "prophesee": (prophesee_dat_bytes(random_events(_rng, 30, (304, 240, 2))), lambda b: decode_prophesee_dat(b, "f")),
+    "orchard": (orchard_bin_bytes(EV34), lambda b: decode_orchard_bin(b, NAME)),
+    "aedat2": (aedat2_bytes(EV128), lambda b: decode_aedat2(b, NAME)),
+    "aedat2_davis": (aedat2_davis_bytes(random_events(_rng, 20, (346, 260, 2))), lambda b: decode_aedat2(b, NAME)),
+    "aedat31": (aedat31_bytes(EV128, packet_size=9), lambda b: decode_aedat31(b, NAME)),
+    "aedat4": (aedat4_bytes(random_events(_rng, 40, (64, 48, 2)), (64, 48), packet_size=15), lambda b: decode_aedat4(b, NAME)),
+    "aedat4_raw": (aedat4_bytes(random_events(_rng, 20, (64, 48, 2)), (64, 48), "none", 8), lambda b: decode_aedat4(b, NAME)),
+    "prophesee": (prophesee_dat_bytes(random_events(_rng, 30, (304, 240, 2))), lambda b: decode_prophesee_dat(b, NAME)),
+    "prophesee_size": (prophesee_dat_bytes(random_events(_rng, 30, (100, 60, 2)), (100, 60)),
+                       lambda b: decode_prophesee_dat(b, NAME)),
 }
 
 
@@ -71,8 +74,8 @@ def mutated(draw, seed: bytes):
 def _expect_clean(decode, data, check=_check_events):
     try:
         out = decode(data)
-    except CorruptFileError as e:
-        assert str(e).startswith("f:") or "f" in e.path
+    except ValueError as e:  # every one a CorruptFileError whose one line starts with the file's name
+        assert isinstance(e, CorruptFileError) and str(e).startswith(NAME + ": ") and "\n" not in str(e), repr(e)
         return
     check(out)
 
@@ -103,7 +106,8 @@ def test_fuzz_event_readers_random(fmt):
 
 
 def test_fuzz_read_events_through_files(tmp_path):
-    names = {"orchard": "a.bin", "aedat2": "a.aedat", "aedat31": "a.aedat", "aedat4": "a.aedat4", "prophesee": "a.dat"}
+    names = {"orchard": "a.bin", "aedat2": "a.aedat", "aedat31": "a.aedat", "aedat4": "a.aedat4", "prophesee": "a.dat",
+             "prophesee_size": "a.dat"}
 
     @FUZZ
     @given(st.sampled_from(sorted(names)), st.data())
@@ -113,10 +117,48 @@ def test_fuzz_read_events_through_files(tmp_path):
         p.write_bytes(blob)
         try:
             rec = read_events(p)
-        except CorruptFileError as e:
-            assert e.path == str(p) and isinstance(e, ValueError)
+        except ValueError as e:
+            assert isinstance(e, CorruptFileError) and e.path == str(p) and str(e).startswith(str(p)), repr(e)
             return
         _check_events(rec)
+
+    run()
+
+
+# header fields that set the sensor size, each replaced by arbitrary text: an error names the file and the field
+HEADER_FIELDS = {
+    "aedat4 sizeX": (lambda v: aedat4_bytes(EV_HDR, (64, 48), "none", 8, xml_patch=(b">64<", b">" + v + b"<")),
+                     decode_aedat4, "sizeX"),
+    "aedat4 sizeY": (lambda v: aedat4_bytes(EV_HDR, (64, 48), "none", 8, xml_patch=(b">48<", b">" + v + b"<")),
+                     decode_aedat4, "sizeY"),
+    "prophesee width": (lambda v: prophesee_dat_bytes(EV_HDR, (64, 48)).replace(b"% Width 64", b"% Width " + v),
+                        decode_prophesee_dat, "Width"),
+    "prophesee height": (lambda v: prophesee_dat_bytes(EV_HDR, (64, 48)).replace(b"% Height 48", b"% Height " + v),
+                         decode_prophesee_dat, "Height"),
+}
+EV_HDR = random_events(_rng, 20, (30, 20, 2))
+OUT_OF_RANGE = [b"0", b"-1", b"32768", b"40000", b"99999999999999999999999", b"1e3", b"abc", "\u00b2".encode(),
+                "\u0663".encode()]
+
+
+@pytest.mark.parametrize("case", sorted(HEADER_FIELDS))
+@pytest.mark.parametrize("value", OUT_OF_RANGE, ids=repr)
+def test_header_field_out_of_range_names_file_and_field(case, value):
+    build, decode, field = HEADER_FIELDS[case]
+    with pytest.raises(CorruptFileError) as e:
+        decode(build(value), NAME)
+    msg = str(e.value)
+    assert msg.startswith(NAME + ": ") and field in msg and "allowed" in msg and "\n" not in msg, msg
+
+
+@pytest.mark.parametrize("case", sorted(HEADER_FIELDS))
+def test_fuzz_header_fields(case):
+    build, decode, _ = HEADER_FIELDS[case]
+
+    @FUZZ
+    @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="<&\n\r"), max_size=12))
+    def run(value):
+        _expect_clean(lambda b: decode(b, NAME), build(value.encode()))
 
     run()
 
@@ -131,7 +173,7 @@ def test_fuzz_idx():
         @FUZZ
         @given(mutated(seed))
         def run(data):
-            _expect_clean(lambda b: decode_idx(b, "f"), data, _check_array)
+            _expect_clean(lambda b: decode_idx(b, NAME), data, _check_array)
 
         run()
 
@@ -139,9 +181,9 @@ def test_fuzz_idx():
 def test_fuzz_cifar_pickle_and_binary():
     img = np.arange(2 * 3072, dtype=np.uint32).astype(np.uint8).reshape(2, 3, 32, 32)
     seeds = [
-        (cifar_pickle_bytes(img, [1, 2]), lambda b: decode_cifar_pickle(b, "f")),
-        (cifar_meta_bytes(["a", "b"]), lambda b: decode_cifar_meta(b, "f")),
-        (cifar_binary_bytes(img, [3, 4]), lambda b: decode_cifar_binary(b, "f")),
+        (cifar_pickle_bytes(img, [1, 2]), lambda b: decode_cifar_pickle(b, NAME)),
+        (cifar_meta_bytes(["a", "b"]), lambda b: decode_cifar_meta(b, NAME)),
+        (cifar_binary_bytes(img, [3, 4]), lambda b: decode_cifar_binary(b, NAME)),
     ]
     def fuzz(seed, decode):
         @FUZZ
@@ -157,7 +199,7 @@ def test_fuzz_cifar_pickle_and_binary():
     @settings(max_examples=150, deadline=None)
     @given(st.binary(max_size=300))
     def run_random(tail):
-        _expect_clean(lambda b: decode_cifar_pickle(b, "f"), b"\x80\x02" + tail, lambda out: None)
+        _expect_clean(lambda b: decode_cifar_pickle(b, NAME), b"\x80\x02" + tail, lambda out: None)
 
     run_random()
 

@@ -33,12 +33,26 @@ def make_events(x, y, t, p) -> np.ndarray:
     return ev
 
 
+SENSOR_MAX = 32767  # x and y are int16
+
+
+def header_dimension(name, field: str, text) -> int:
+    """A sensor width/height read from a file's header: a whole number in 1..:data:`SENSOR_MAX`, else a
+    :class:`CorruptFileError` naming the file and the field."""
+    raw = text.decode("ascii", "replace") if isinstance(text, (bytes, bytearray)) else str(text)
+    v = raw.strip()
+    if not (v.isascii() and v.isdigit()) or not 1 <= int(v) <= SENSOR_MAX:
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise CorruptFileError(name, f"header field {field} is {shown!r}; allowed: a whole number in 1..{SENSOR_MAX}")
+    return int(v)
+
+
 def check_sensor_size(sensor_size) -> tuple[int, int, int]:
     try:
         w, h, c = (int(v) for v in sensor_size)
     except (TypeError, ValueError):
         raise ValueError(f"sensor_size must be (W, H, polarities), got {sensor_size!r}") from None
-    if w < 1 or h < 1 or c < 1 or w > 32767 or h > 32767:
+    if w < 1 or h < 1 or c < 1 or w > SENSOR_MAX or h > SENSOR_MAX:
         raise ValueError(f"sensor_size must be positive (W, H, polarities) below 32768, got {sensor_size!r}")
     return (w, h, c)
 

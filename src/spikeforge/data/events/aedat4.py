@@ -17,7 +17,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from ..errors import CorruptFileError
-from ._common import EVENT_DTYPE, Recording, check_sensor_size, validate_events
+from ._common import EVENT_DTYPE, Recording, check_sensor_size, header_dimension, validate_events
 
 MAGIC = b"#!AER-DAT4.0\r\n"
 COMPRESSION = {0: "none", 1: "lz4", 2: "lz4_high", 3: "zstd", 4: "zstd_high"}
@@ -170,17 +170,15 @@ def _streams(xml: str, name):
             continue
         for stream in node.findall("node"):
             sid = stream.get("name", "")
-            if not sid.isdigit():
+            if not (sid.isascii() and sid.isdigit()):
                 continue
             attrs = {a.get("key"): (a.text or "") for a in stream.findall("attr")}
             info = {}
             for sub in stream.findall("node"):
                 if sub.get("name") == "info":
                     info = {a.get("key"): (a.text or "") for a in sub.findall("attr")}
-            sx, sy = info.get("sizeX", ""), info.get("sizeY", "")
-            out.append((int(sid), attrs.get("typeIdentifier", ""), int(sx) if sx.isdigit() else None,
-                        int(sy) if sy.isdigit() else None))
-    return sorted(out)
+            out.append((int(sid), attrs.get("typeIdentifier", ""), info.get("sizeX"), info.get("sizeY")))
+    return sorted(out, key=lambda s: s[0])
 
 
 def decode_aedat4(data, name="<bytes>", sensor_size=None, sort: bool = False) -> Recording:
@@ -214,7 +212,8 @@ def decode_aedat4(data, name="<bytes>", sensor_size=None, sort: bool = False) ->
     if sensor_size is None:
         if sx is None or sy is None:
             raise CorruptFileError(name, f"event stream {sid} has no sizeX/sizeY in the info node: pass sensor_size")
-        sensor_size = (sx, sy, 2)
+        sensor_size = (header_dimension(name, f"sizeX of event stream {sid}", sx),
+                       header_dimension(name, f"sizeY of event stream {sid}", sy), 2)
     sensor = check_sensor_size(sensor_size)
     end = table_pos if 0 < table_pos <= n else n
     if table_pos > n:

@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from ..errors import CorruptFileError
-from ._common import Recording, check_sensor_size, finish_events
+from ._common import Recording, check_sensor_size, finish_events, header_dimension
 from .aedat2 import split_header
 
 ATIS = (304, 240, 2)
@@ -25,10 +25,14 @@ def decode_prophesee_dat(data, name="<bytes>", sensor_size=None, sort: bool = Fa
         raise CorruptFileError(name, f"wrong magic number {bytes(data[:8])!r}: a Prophesee .dat starts with a '%' header")
     lines, pos = split_header(data, name, magic_prefix=b"%")
     text = b"\n".join(lines)
-    width = re.search(rb"%\s*Width\s+(\d+)", text)
-    height = re.search(rb"%\s*Height\s+(\d+)", text)
+    width = re.search(rb"^%[ \t]*Width[ \t]+(.*)$", text, re.M)
+    height = re.search(rb"^%[ \t]*Height[ \t]+(.*)$", text, re.M)
     if sensor_size is None:
-        sensor_size = (int(width.group(1)), int(height.group(1)), 2) if width and height else ATIS
+        if width and height:
+            sensor_size = (header_dimension(name, "'% Width'", width.group(1)),
+                           header_dimension(name, "'% Height'", height.group(1)), 2)
+        else:
+            sensor_size = ATIS
     sensor = check_sensor_size(sensor_size)
     if len(data) - pos < 2:
         raise CorruptFileError(name, "truncated: no event type/size bytes after the header")
