@@ -274,6 +274,33 @@ def test_nmnist_layout_and_labels(tmp_path):
     assert first["t"].max() < 100_000
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_raw_event_set_in_a_dataloader_with_collate_events(tmp_path, workers):
+    from torch.utils.data import DataLoader
+
+    from spikeforge.data import collate_events
+
+    truth = _nmnist(tmp_path / "nmnist")
+    ds = get_dataset("nmnist", "train", data_dir=tmp_path)
+    loader = DataLoader(ds, batch_size=6, shuffle=False, collate_fn=collate_events, num_workers=workers)
+    batches = list(loader)
+    assert [len(b[0]) for b in batches] == [6, 6, 6, 2]
+    events = [e for b in batches for e in b[0]]
+    labels = torch.cat([b[1] for b in batches])
+    assert labels.dtype == torch.int64 and labels.tolist() == ds.targets
+    for ev, (path, _, _) in zip(events, ds.samples):
+        assert ev.dtype == EVENT_DTYPE
+        np.testing.assert_array_equal(ev["t"], truth[path]["t"])
+        np.testing.assert_array_equal(ev["x"], truth[path]["x"])
+
+
+def test_collate_events_refuses_frames_in_one_line():
+    from spikeforge.data import collate_events
+
+    with pytest.raises(ValueError, match=r"^collate_events: sample 1 holds a Tensor .*drop collate_fn$"):
+        collate_events([(np.zeros(3, EVENT_DTYPE), 1), (torch.zeros(2, 2), 0)])
+
+
 def test_event_frame_cache(tmp_path, monkeypatch):
     _nmnist(tmp_path / "nmnist", per_class=1)
     tf = Compose([Denoise((34, 34, 2), 50_000), ToFrame((34, 34, 2), n_time_bins=4), RandomFlip((34, 34, 2), p_x=0.5)])
