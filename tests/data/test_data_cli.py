@@ -15,10 +15,12 @@ def test_datasets_command_lists_everything(capsys, monkeypatch, tmp_path):
     p = tmp_path / "d" / "nmnist" / "Train" / "3" / "00001.bin"
     p.parent.mkdir(parents=True)
     p.write_bytes(orchard_bin_bytes(random_events(np.random.default_rng(0), 10)))
+    assert main(["datasets"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.index(str(tmp_path / "env")) < first.index(str(tmp_path / "cache"))
     assert main(["datasets", "--data-dir", str(tmp_path / "d")]) == 0
     out = capsys.readouterr().out
-    first = out.splitlines()[0]
-    assert first.index(str(tmp_path / "d")) < first.index(str(tmp_path / "env")) < first.index(str(tmp_path / "cache"))
+    assert out.splitlines()[0] == "data folders searched, in order: " + str(tmp_path / "d")  # only the one given
     for name in list_datasets():
         assert name in out
     nm = next(line for line in out.splitlines() if line.startswith("nmnist"))

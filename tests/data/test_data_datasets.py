@@ -54,9 +54,15 @@ def test_missing_files_error_names_everything(name, tmp_path):
     with pytest.raises(DatasetNotFoundError) as e:
         get_dataset(name, info.splits[0], data_dir=tmp_path / "empty")
     msg = str(e.value)
-    assert repr(name) in msg and str(tmp_path / "empty") in msg and info.url in msg
-    assert "expected files:" in msg and str(tmp_path / "usercache" / "spikeforge") in msg
+    assert repr(name) in msg and str(tmp_path / "empty") in msg and info.url in msg and "expected files:" in msg
     assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, ValueError)
+    with pytest.raises(DatasetNotFoundError) as e:
+        get_dataset(name, info.splits[0])
+    msg = str(e.value)
+    assert repr(name) in msg and info.url in msg and str(tmp_path / "usercache" / "spikeforge") in msg
+    if info.resources and not info.manual_download:  # the CLI command that fetches it
+        assert f"`spikeforge datasets download {name}`" in msg
+        assert "download=True" in msg
 
 
 def test_manual_download_datasets_say_so(tmp_path):
@@ -77,8 +83,23 @@ def test_bad_arguments():
 
 def test_resolve_data_dirs_order(monkeypatch, tmp_path):
     monkeypatch.setenv("SPIKEFORGE_DATA", f"{tmp_path / 'a'}:{tmp_path / 'b'}")
-    dirs = resolve_data_dirs(tmp_path / "c")
-    assert dirs == [tmp_path / "c", tmp_path / "a", tmp_path / "b", tmp_path / "usercache" / "spikeforge"]
+    assert resolve_data_dirs() == [tmp_path / "a", tmp_path / "b", tmp_path / "usercache" / "spikeforge"]
+    assert resolve_data_dirs(tmp_path / "c") == [tmp_path / "c"]  # an explicit folder is the only one
+
+
+def test_explicit_data_dir_is_the_only_place_searched(monkeypatch, tmp_path):
+    _mnist_files(tmp_path / "env" / "mnist")
+    _mnist_files(tmp_path / "usercache" / "spikeforge" / "mnist")
+    monkeypatch.setenv("SPIKEFORGE_DATA", str(tmp_path / "env"))
+    assert get_dataset("mnist", "test").root == tmp_path / "env" / "mnist"  # no folder given: env, then cache
+    with pytest.raises(DatasetNotFoundError) as e:
+        get_dataset("mnist", "test", data_dir=tmp_path / "mine")
+    msg = str(e.value)
+    assert msg.splitlines()[0].startswith(f"dataset 'mnist' (split 'test') not found in {tmp_path / 'mine'} ")
+    assert str(tmp_path / "mine" / "mnist") in msg and str(tmp_path / "env") not in msg and "usercache" not in msg
+    _mnist_files(tmp_path / "mine" / "mnist", n_test=3)
+    ds = get_dataset("mnist", "test", data_dir=tmp_path / "mine")
+    assert ds.root == tmp_path / "mine" / "mnist" and len(ds) == 3
 
 
 # ------------------------------------------------------------------ static sets

@@ -7,8 +7,9 @@
 * Event transforms (:class:`ToFrame`, :class:`Downsample`, :class:`Denoise`, random crop/flip/roll/jitter),
   image augmentation for CIFAR (:func:`cifar_augment`), an on-disk frame cache (``cache_dir=``).
 
-Files are looked for in ``data_dir`` (``--data-dir``), then ``$SPIKEFORGE_DATA``, then ``~/.cache/spikeforge``.
-Nothing is downloaded unless ``download=True``.
+Files are looked for only in ``data_dir`` (``--data-dir``) when one is given, else in ``$SPIKEFORGE_DATA``,
+then ``~/.cache/spikeforge``. Nothing is downloaded unless asked (``download=True`` or
+``spikeforge datasets download NAME``).
 """
 
 from __future__ import annotations

@@ -16,17 +16,27 @@ from .paths import resolve_data_dirs, writable_data_dir
 from .registry import DatasetInfo
 
 
-def missing_message(info: DatasetInfo, split: str, expected, searched, extra: str = "") -> str:
-    lines = [f"dataset {info.name!r} (split {split!r}) not found."]
+def missing_message(info: DatasetInfo, split: str, expected, searched, extra: str = "", data_dir=None) -> str:
+    """The :class:`DatasetNotFoundError` text: what is missing, where it was looked for, how to get it."""
+    if data_dir is not None:
+        lines = [f"dataset {info.name!r} (split {split!r}) not found in {data_dir} (the data folder given; "
+                 "$SPIKEFORGE_DATA and the cache are not searched when a folder is given)."]
+    else:
+        lines = [f"dataset {info.name!r} (split {split!r}) not found."]
     lines.append("expected files: " + ", ".join(pretty_pattern(p) for p in expected))
     lines.append("folders searched (in order):")
     lines.extend(f"  {p}" for p in searched)
     if info.resources and not info.manual_download:
-        lines.append(f"download: {info.url} (or pass download=True to fetch and verify it from "
-                     + ", ".join(u for r in info.resources for u in r.urls[:1]) + ")")
+        cmd = f"spikeforge datasets download {info.name}" + (f" --data-dir {data_dir}" if data_dir is not None else "")
+        lines.append(f"download: {info.url}; `{cmd}` fetches and verifies it (from "
+                     + ", ".join(u for r in info.resources for u in r.urls[:1])
+                     + "), as does download=True in get_dataset")
     else:
         lines.append(f"download: {info.url}" + (f" ({info.manual_download})" if info.manual_download else ""))
-    lines.append("put the files in one of the folders above, pass data_dir=/--data-dir, or set $SPIKEFORGE_DATA.")
+    if data_dir is not None:
+        lines.append("put the files in one of the folders above, or pass another data_dir/--data-dir.")
+    else:
+        lines.append("put the files in one of the folders above, pass data_dir=/--data-dir, or set $SPIKEFORGE_DATA.")
     if extra:
         lines.append(extra)
     return "\n".join(lines)
@@ -82,21 +92,35 @@ class FileDataset(Dataset):
             return folder
         expected = cls.expected_files(split)
         if not download:
-            raise DatasetNotFoundError(missing_message(cls.info, split, expected, searched))
-        if not cls.info.resources or cls.info.manual_download:
-            raise DatasetNotFoundError(missing_message(
-                cls.info, split, expected, searched,
-                f"download=True cannot fetch {cls.info.name!r}: {cls.info.manual_download or 'no download source'}"))
-        target = cls.download_target(writable_data_dir(data_dir))
-        try:
-            fetch_resources(cls.info.resources, target)
-        except DownloadError as e:
-            raise DatasetNotFoundError(missing_message(cls.info, split, expected, searched, f"download failed: {e}")) from e
+            raise DatasetNotFoundError(missing_message(cls.info, split, expected, searched, data_dir=data_dir))
+        target = cls.fetch_files(data_dir, progress=True, split=split, searched=searched)
         folder, _ = cls.find(split, data_dir, accept)
         if folder is not None:
             return folder
         raise DatasetNotFoundError(missing_message(
-            cls.info, split, expected, searched + [target], f"downloaded into {target}, but the files are still missing"))
+            cls.info, split, expected, searched + [target], f"downloaded into {target}, but the files are still missing",
+            data_dir=data_dir))
+
+    @classmethod
+    def fetch_files(cls, data_dir=None, progress: bool = True, split=None, searched=None) -> Path:
+        """Fetch (checksummed, resuming a partial download) and extract the dataset's files into the first
+        writable data root (``data_dir`` when given); returns the folder they went into."""
+        split = split or cls.info.splits[0]
+        expected = cls.expected_files(split)
+        if searched is None:
+            _, searched = cls.find(split, data_dir)
+        if not cls.info.resources or cls.info.manual_download:
+            raise DatasetNotFoundError(missing_message(
+                cls.info, split, expected, searched,
+                f"spikeforge cannot fetch {cls.info.name!r}: {cls.info.manual_download or 'no download source'}",
+                data_dir=data_dir))
+        target = cls.download_target(writable_data_dir(data_dir))
+        try:
+            fetch_resources(cls.info.resources, target, progress=progress)
+        except DownloadError as e:
+            raise DatasetNotFoundError(missing_message(cls.info, split, expected, searched, f"download failed: {e}",
+                                                       data_dir=data_dir)) from e
+        return target
 
     @classmethod
     def download_target(cls, root: Path) -> Path:

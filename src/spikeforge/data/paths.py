@@ -1,4 +1,5 @@
-"""Where dataset files are looked for: ``--data-dir``, then ``$SPIKEFORGE_DATA``, then the user cache."""
+"""Where dataset files are looked for: only ``--data-dir`` when one is given, else ``$SPIKEFORGE_DATA``, then
+the user cache."""
 
 from __future__ import annotations
 
@@ -15,19 +16,20 @@ def user_cache_dir() -> Path:
 
 
 def resolve_data_dirs(data_dir=None) -> list[Path]:
-    """Data roots in search order: ``data_dir``, then each entry of ``$SPIKEFORGE_DATA``
+    """Data roots in search order. An explicit ``data_dir`` is the only root: nothing else is searched, so
+    the data used is the data asked for. Without one: each entry of ``$SPIKEFORGE_DATA``
     (``os.pathsep``-separated), then :func:`user_cache_dir`. Duplicates are dropped; folders need not exist.
 
     Example:
-        >>> dirs = resolve_data_dirs("/tmp/my-data")
-        >>> str(dirs[0]), dirs[-1] == user_cache_dir()
-        ('/tmp/my-data', True)
+        >>> [str(d) for d in resolve_data_dirs("/tmp/my-data")]
+        ['/tmp/my-data']
+        >>> resolve_data_dirs()[-1] == user_cache_dir()
+        True
     """
-    dirs: list[Path] = []
     if data_dir is not None:
-        dirs.append(Path(data_dir).expanduser())
+        return [Path(data_dir).expanduser()]
     env = os.environ.get(ENV_VAR, "")
-    dirs.extend(Path(p).expanduser() for p in env.split(os.pathsep) if p.strip())
+    dirs = [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
     dirs.append(user_cache_dir())
     out: list[Path] = []
     seen = set()
@@ -40,7 +42,8 @@ def resolve_data_dirs(data_dir=None) -> list[Path]:
 
 
 def writable_data_dir(data_dir=None) -> Path:
-    """The first root that exists and is writable, or can be created (downloads go there)."""
+    """The first root that exists and is writable, or can be created (downloads go there): ``data_dir``
+    itself when given."""
     for d in resolve_data_dirs(data_dir):
         try:
             d.mkdir(parents=True, exist_ok=True)

@@ -116,9 +116,9 @@ def get_dataset(name: str, split: str, data_dir=None, transform=None, download: 
     """A torch ``Dataset`` for ``name``/``split``.
 
     Static sets yield ``(image float32 [C, H, W] in [0, 1], int label)``; event sets yield
-    ``(events structured array, or the transform's output, int label)``. Files are looked for in
-    ``data_dir``, then ``$SPIKEFORGE_DATA``, then the user cache; ``download=True`` fetches missing files
-    from the official source (checksummed). ``opts`` are dataset-specific (e.g. ``cache_dir`` for event sets).
+    ``(events structured array, or the transform's output, int label)``. Files are looked for only in
+    ``data_dir`` when given, else in ``$SPIKEFORGE_DATA``, then the user cache; ``download=True`` fetches
+    missing files from the official source (checksummed). ``opts`` are dataset-specific (e.g. ``cache_dir`` for event sets).
 
     Example:
         >>> from spikeforge.data import get_dataset
