@@ -144,3 +144,52 @@ def test_get_dataset_download_end_to_end(tmp_path, monkeypatch):
         monkeypatch.setattr(MNIST, "info", dataclasses.replace(MNIST.info, resources=bad))
         with pytest.raises(DatasetNotFoundError, match="download failed: .*checksum mismatch"):
             get_dataset("mnist", "train", data_dir=tmp_path / "other", download=True)
+
+
+def _mnist_served(rng_seed=0):
+    rng = np.random.default_rng(rng_seed)
+    files = {}
+    for prefix, n in (("train", 9), ("t10k", 4)):
+        files[f"/{prefix}-images-idx3-ubyte.gz"] = idx_bytes(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), gz=True)
+        files[f"/{prefix}-labels-idx1-ubyte.gz"] = idx_bytes(rng.integers(0, 10, n).astype(np.uint8), gz=True)
+    return files
+
+
+def test_cli_datasets_download(tmp_path, monkeypatch, capsys):
+    from spikeforge.cli import main
+
+    monkeypatch.setenv("SPIKEFORGE_DATA", str(tmp_path / "env"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    files = _mnist_served()
+    root = tmp_path / "root"
+    # an interrupted earlier download: the next run resumes it with a Range request
+    big = "/train-images-idx3-ubyte.gz"
+    (root / "mnist").mkdir(parents=True)
+    (root / "mnist" / (big[1:] + ".part")).write_bytes(files[big][:1000])
+    with _Server(files) as s:
+        res = tuple(Resource(k[1:], (s.url + k,), md5=hashlib.md5(v).hexdigest()) for k, v in files.items())
+        monkeypatch.setattr(MNIST, "info", dataclasses.replace(MNIST.info, resources=res))
+        with pytest.raises(DatasetNotFoundError, match=f"`spikeforge datasets download mnist --data-dir {root}`"):
+            get_dataset("mnist", "train", data_dir=root)
+        assert main(["datasets", "download", "mnist", "--data-dir", str(root), "--no-progress"]) == 0
+        assert (big, "bytes=1000-") in s.requests and len(s.requests) == 4
+        assert f"mnist: downloaded and verified into {root / 'mnist'}" in capsys.readouterr().out
+        assert len(get_dataset("mnist", "train", data_dir=root)) == 9 and len(get_dataset("mnist", "test", data_dir=root)) == 4
+        s.requests.clear()
+        assert main(["datasets", "download", "mnist", "--data-dir", str(root)]) == 0  # nothing to do, nothing fetched
+        assert s.requests == [] and "already present" in capsys.readouterr().out
+        # no --data-dir: into the first writable root ($SPIKEFORGE_DATA)
+        assert main(["datasets", "download", "mnist", "--no-progress"]) == 0
+        assert get_dataset("mnist", "test").root == tmp_path / "env" / "mnist"
+        # a checksum mismatch: exit 2 and one message naming the file, nothing left behind
+        bad = tuple(dataclasses.replace(r, md5="0" * 32) for r in res)
+        monkeypatch.setattr(MNIST, "info", dataclasses.replace(MNIST.info, resources=bad))
+        capsys.readouterr()
+        assert main(["datasets", "download", "mnist", "--data-dir", str(tmp_path / "other"), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("spikeforge datasets: error: dataset 'mnist'") and "checksum mismatch" in err
+        assert not any((tmp_path / "other").rglob("*.gz"))
+    assert main(["datasets", "download", "imagenet", "--data-dir", str(tmp_path / "x")]) == 2
+    assert "cannot fetch 'imagenet'" in capsys.readouterr().err
+    assert main(["datasets", "download", "digits"]) == 0
+    assert "nothing to download" in capsys.readouterr().out

@@ -1,5 +1,8 @@
 """``spikeforge datasets [--data-dir D] [--details]``: list datasets, their sizes and expected files, and
-where they are looked for (``--data-dir``, then ``$SPIKEFORGE_DATA``, then the user cache)."""
+where they are looked for (only ``--data-dir`` when given, else ``$SPIKEFORGE_DATA``, then the user cache).
+
+``spikeforge datasets download NAME [--data-dir D]``: fetch a dataset from its official source, checked
+against its checksums; an interrupted download resumes where it stopped."""
 
 from __future__ import annotations
 
@@ -60,10 +63,41 @@ def run(args) -> int:
     return 0
 
 
+def download(args) -> int:
+    from .registry import DATASETS, get_info
+
+    info = get_info(args.name)  # an unknown name raises, listing the known ones
+    cls = DATASETS.get(args.name).factory
+    if not info.files:
+        print(f"{info.name}: ships inside spikeforge, nothing to download")
+        return 0
+    found = {split: cls.find(split, args.data_dir)[0] for split in info.splits}
+    if all(found.values()):
+        print(f"{info.name}: already present: " + ", ".join(f"{s}: {p}" for s, p in found.items()))
+        return 0
+    target = cls.fetch_files(args.data_dir, progress=not args.no_progress)
+    found = {split: cls.find(split, args.data_dir)[0] for split in info.splits}
+    missing = [s for s, p in found.items() if p is None]
+    if missing:
+        raise FileNotFoundError(f"{info.name}: downloaded into {target}, but split(s) {', '.join(missing)} are still "
+                                f"missing; expected: " + ", ".join(cls.expected_files(missing[0])))
+    print(f"{info.name}: downloaded and verified into {target}")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "datasets", help="list datasets, their files and where they are looked for",
+        "datasets", help="list datasets, their files and where they are looked for; download one",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None, help="data root searched first")
+    p.add_argument("--data-dir", default=None, help="the only data folder searched (default: $SPIKEFORGE_DATA, cache)")
     p.add_argument("--details", action="store_true", help="also print expected files, folders searched and URLs")
     p.set_defaults(func=run)
+    sub = p.add_subparsers(dest="datasets_command", metavar="{download}")
+    d = sub.add_parser("download", help="fetch a dataset (checksummed, resumable)",
+                       description="Fetch NAME from its official source into --data-dir (else the first writable "
+                       "of $SPIKEFORGE_DATA and the cache), verify every file's checksum and extract archives. "
+                       "Rerunning resumes an interrupted download.")
+    d.add_argument("name", metavar="NAME", help="dataset name, as listed by `spikeforge datasets`")
+    d.add_argument("--data-dir", default=argparse.SUPPRESS, help="download into this folder")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(func=download)
