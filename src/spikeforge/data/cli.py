@@ -20,6 +20,21 @@ def _sizes(info) -> str:
     return " ".join(f"{s}={n}" for s, n in info.num_samples.items()) or "-"
 
 
+def _present(name, cls, info, found, data_dir, problems) -> str:
+    """Samples actually on disk per split (0 where a split is missing)."""
+    parts = []
+    for split in info.splits:
+        if split not in found:
+            parts.append(f"{split}=0")
+            continue
+        try:
+            parts.append(f"{split}={cls.count_samples(split, data_dir)}")
+        except (ValueError, OSError) as e:  # a corrupt or unreadable file: say so below the table
+            parts.append(f"{split}=unreadable")
+            problems.append(f"unreadable: {name} {split}: {e}")
+    return " ".join(parts)
+
+
 def run(args) -> int:
     from .base import pretty_pattern
     from .paths import resolve_data_dirs
@@ -27,12 +42,12 @@ def run(args) -> int:
 
     roots = resolve_data_dirs(args.data_dir)
     print("data folders searched, in order: " + ", ".join(str(r) for r in roots))
-    rows = []
+    rows, problems = [], []
     for name in DATASETS.list():
         info = get_info(name)
         cls = DATASETS.get(name).factory
         if not info.files:
-            where = "embedded"
+            where, present = "embedded", _sizes(info)
         else:
             found = {}
             for split in info.splits:
@@ -40,12 +55,14 @@ def run(args) -> int:
                 if folder is not None:
                     found[split] = folder
             where = ", ".join(f"{s}: {p}" for s, p in found.items()) if found else "missing"
-        rows.append((name, info.kind, str(info.num_classes), _shape(info), _sizes(info), where))
-    header = ("name", "kind", "classes", "shape", "samples", "found")
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(5)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  found")
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[5])
+            present = _present(name, cls, info, found, args.data_dir, problems) if found else "-"
+        rows.append((name, info.kind, str(info.num_classes), _shape(info), _sizes(info), present, where))
+    header = ("name", "kind", "classes", "shape", "full set", "on disk", "found")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header) - 1)]
+    for r in [header] + rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1])
+    for p in problems:
+        print(p)
     if args.details:
         for name in DATASETS.list():
             info = get_info(name)

@@ -128,6 +128,25 @@ def _decode_idx_gz(raw: bytes, name) -> np.ndarray:
     return out.view(dtype).reshape(shape)
 
 
+def read_idx_shape(path) -> tuple[int, ...]:
+    """The shape an IDX file's header declares, reading (and inflating) only its first bytes."""
+    with open(path, "rb") as f:
+        raw = f.read(1 << 16)
+    gz = raw[:2] == GZIP_MAGIC
+    if gz:
+        read = _Gunzip(raw, str(path)).read
+    else:
+        view = memoryview(raw)
+        pos = [0]
+
+        def read(n):
+            out = bytes(view[pos[0]:pos[0] + n])
+            pos[0] += len(out)
+            return out
+
+    return _header(read, str(path), gz)[1]
+
+
 def read_idx(path) -> np.ndarray:
     """Read an IDX file (``.gz`` or not)."""
     with open(path, "rb") as f:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .base import ArrayDataset
 from .errors import CorruptFileError
-from .idx import read_idx
+from .idx import read_idx, read_idx_shape
 from .registry import DatasetInfo, Resource, register_dataset
 
 FILES = {
@@ -73,6 +73,11 @@ class MNIST(ArrayDataset):
     @classmethod
     def expected_files(cls, split: str) -> list[str]:
         return _patterns(split)
+
+    @classmethod
+    def count_samples(cls, split: str, data_dir=None) -> int:
+        """From the label file's header alone."""
+        return read_idx_shape(_file(cls.locate(split, data_dir), FILES[split][1]))[0]
 
 
 class FashionMNIST(MNIST):
