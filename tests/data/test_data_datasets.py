@@ -114,6 +114,37 @@ def test_digits_offline_default():
     assert torch.equal(xa, xb) and torch.equal(ya, yb)  # deterministic split
 
 
+# sha256 of load_arrays("digits", split) (x float32 bytes, y int64 bytes) as produced from scikit-learn's copy
+# before the array was shipped inside spikeforge: the default `spikeforge train` data must never change
+DIGITS_SHA256 = {
+    "train": ("e8393da23bbff1484e9b731832b58553b9fce00162b6dfce81ca69b298f1172d",
+              "840655eed13987c08675901a7788f91fbdf0737d4f6c24dacec233128594b703"),
+    "test": ("a2aa76f3d07688865d969a31b0c5fcdc0c483f7d142f9389f7a4490601aade46",
+             "d2d13878ac53c721746733868ce4f4076e8b543eba13fc55e18dd5001b4f0eec"),
+}
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_digits_same_arrays_and_split_without_scikit_learn(split, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # any import of scikit-learn now fails
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    x, y = load_arrays("digits", split)
+    got = (hashlib.sha256(x.numpy().tobytes()).hexdigest(), hashlib.sha256(y.numpy().tobytes()).hexdigest())
+    assert got == DIGITS_SHA256[split]
+
+
+def test_digits_ships_with_its_licence():
+    from spikeforge.data import digits
+
+    assert digits.DATA_FILE.stat().st_size < 200_000
+    note = digits.DATA_FILE.with_name("digits8x8.LICENSE.txt").read_text()
+    assert "CC BY 4.0" in note and "10.24432/C50P49" in note and "Alpaydin" in note
+    images, labels = digits.load_digits_arrays()
+    assert np.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+
+
 def _mnist_files(folder, n_train=12, n_test=5, gz=True, seed=0):
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
