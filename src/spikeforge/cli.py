@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "spikeforge.data.cli",
     "spikeforge.models.cli",
     "spikeforge.training.cli",
+    "spikeforge.methods.cli",
 )
 
 

@@ -1,8 +1,9 @@
 """Typed run configuration: frozen, validated, versioned dataclasses that YAML files and ``--set`` resolve to.
 
-A :class:`TrainConfig` has six sections, each a frozen dataclass validated in ``__post_init__``:
+A :class:`TrainConfig` has seven sections, each a frozen dataclass validated in ``__post_init__``:
 ``data`` (:class:`DataConfig`), ``model`` (:class:`ModelConfig`), ``optim`` (:class:`OptimConfig`),
-``schedule`` (:class:`ScheduleConfig`), ``loss`` (:class:`LossConfig`) and ``run`` (:class:`RunConfig`).
+``schedule`` (:class:`ScheduleConfig`), ``loss`` (:class:`LossConfig`), ``run`` (:class:`RunConfig`) and
+``method`` (:class:`MethodConfig`).
 YAML is read from an allow-list: an unknown key raises ValueError naming it and listing the valid keys; a
 bad value raises ValueError naming the key, the value and what is allowed. ``to_dict``/``from_dict``
 round-trip exactly and carry ``version`` so a run folder's ``config.yaml`` stays loadable.
@@ -239,8 +240,26 @@ class RunConfig:
                 _fail(f"run.{k}", getattr(self, k), "true or false")
 
 
+@dataclass(frozen=True)
+class MethodConfig:
+    """The training method (``spikeforge methods``); ``kwargs`` are its options, validated against its
+    ``Config``."""
+
+    name: str = "bptt"
+    kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.kwargs, dict):
+            _fail("method.kwargs", self.kwargs, "a mapping of the method's options")
+        from .methods import METHODS, create_method
+
+        if self.name not in METHODS:
+            _fail("method.name", self.name, "one of " + ", ".join(METHODS.list()) + " (see `spikeforge methods`)")
+        create_method(self.name, self.kwargs)
+
+
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
-            "loss": LossConfig, "run": RunConfig}
+            "loss": LossConfig, "run": RunConfig, "method": MethodConfig}
 
 
 @dataclass(frozen=True)
@@ -253,6 +272,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     version: int = CONFIG_VERSION
 
     def __post_init__(self):

@@ -39,6 +39,7 @@ from . import distributed as D
 from .checkpoint import (NonFiniteCheckpointError, checkpoint_exists, load_checkpoint, load_model_state,
                          restore_rng_state, save_checkpoint)
 from .data import Arrays, augment_batch, load_data, to_model_input
+from ..methods import StepContext, create_method
 from .losses import compute_loss
 from .runs import RunDir, code_version, default_run_name
 
@@ -137,7 +138,7 @@ def _unwrap(model):
 # ------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, sequence: bool,
-             ctx: D.DistContext | None = None, device: torch.device | None = None) -> dict:
+             ctx: D.DistContext | None = None, device: torch.device | None = None, warn_bn: bool = True) -> dict:
     """Test metrics: accuracy (of the time-averaged output) and at every t <= T, loss, firing rates.
 
     Under DDP each process evaluates a strided shard and the sums are all-reduced.
@@ -148,7 +149,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
     ctx = ctx or D.DistContext()
     device = device or ctx.device
     model = _unwrap(model)
-    warn_few_bn_batches(model)
+    if warn_bn:
+        warn_few_bn_batches(model)
     was_training = model.training
     model.eval()
     has_neurons = any(isinstance(m, BaseNeuron) for m in model.modules())
@@ -331,7 +333,9 @@ def _train(cfg, run_dir, opened, force, data_dir, model, verbose, ctx, t_start):
     arrays = load_data(cfg.data, data_dir)
     if model is None:
         model = build_model(cfg, arrays)
-    model = model.to(device)
+    method = create_method(cfg.method.name, cfg.method.kwargs)
+    method.check(model, cfg)  # before anything is written: a model it cannot train is one error
+    model = method.prepare(model).to(device)
     optimizer = build_optimizer(cfg, model)
     global_bs = cfg.data.batch_size
     if global_bs < ctx.world_size:
@@ -373,7 +377,7 @@ def _train(cfg, run_dir, opened, force, data_dir, model, verbose, ctx, t_start):
     else:
         run = _new_run_folder(cfg, run_dir, force, ctx)
     try:
-        return _loop(cfg, run, resume, ctx, device, main, log, arrays, model, optimizer, steps_per_epoch,
+        return _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optimizer, steps_per_epoch,
                      start_epoch, start_step, global_step, best_acc, best_epoch, partial, verbose, t_start)
     except BaseException:
         if main and not resume and not checkpoint_exists(run.last) and not run.read_metrics():
@@ -384,9 +388,12 @@ def _train(cfg, run_dir, opened, force, data_dir, model, verbose, ctx, t_start):
         raise
 
 
-def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, optimizer, steps_per_epoch, start_epoch,
+def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optimizer, steps_per_epoch, start_epoch,
           start_step, global_step, best_acc, best_epoch, partial, verbose, t_start):
     global_bs, n_train = cfg.data.batch_size, len(arrays.y_train)
+    def loss_fn(out, y):
+        return compute_loss(cfg.loss.name, out, y, cfg.loss.label_smoothing, cfg.loss.tet_lambda, cfg.loss.tet_phi)
+
     if main and not resume:
         run.write_json("run.json", {"code": code_version(), "device": str(device), "world_size": ctx.world_size,
                                     "argv": sys.argv, "num_threads": torch.get_num_threads()})
@@ -436,18 +443,17 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, optimizer, st
             lr = lr_at(cfg, global_step, steps_per_epoch)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            with autocast_context(cfg, device):
-                out = ddp_model(xb)
-            loss = compute_loss(cfg.loss.name, out, yb, cfg.loss.label_smoothing, cfg.loss.tet_lambda,
-                                cfg.loss.tet_phi)
+            optimizer.zero_grad(set_to_none=True)
+            # DDP averages gradients over processes; weight each shard so the result is the global mean
+            res = method.train_step(ddp_model, xb, yb, StepContext(
+                epoch=epoch, step=step, global_step=global_step, loss_fn=loss_fn,
+                loss_scale=local_n * ctx.world_size / global_n, autocast=lambda: autocast_context(cfg, device),
+                T=cfg.model.T))
+            loss, out = res.loss, res.logits
             check = loss.detach().clone().view(1)
             D.all_reduce_sum(check, ctx)
             if not torch.isfinite(check).all():
                 _diverged(run, "loss", float(check), epoch, step, main)
-            # DDP averages gradients over processes; weight each shard so the result is the global mean
-            scaled = loss * (local_n * ctx.world_size / global_n)
-            optimizer.zero_grad(set_to_none=True)
-            scaled.backward()
             if cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
             grad_norms = _norms([p.grad for p in net.parameters() if p.grad is not None], device)  # no sync yet
@@ -456,7 +462,8 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, optimizer, st
             global_step += 1
 
             with torch.no_grad():
-                correct = (out.detach().float().mean(0).argmax(-1) == yb).sum()
+                pred = out.detach().float()
+                correct = ((pred.mean(0) if pred.dim() == 3 else pred).argmax(-1) == yb).sum()
             stats = torch.tensor([float(loss.detach()) * local_n, float(correct), float(local_n)],
                                  dtype=torch.float64, device=device)
             D.all_reduce_sum(stats, ctx)
@@ -477,7 +484,8 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, optimizer, st
             bar.close()
         train_seconds = acc["seconds"] + (time.perf_counter() - t_epoch)
 
-        ev = evaluate(ddp_model, arrays.x_test, arrays.y_test, cfg, arrays.sequence, ctx, device)
+        ev = evaluate(ddp_model, arrays.x_test, arrays.y_test, cfg, arrays.sequence, ctx, device,
+                      warn_bn=epoch == start_epoch)
         epoch_seconds = acc["seconds"] + (time.perf_counter() - t_epoch)
         record = {
             "epoch": epoch, "train_loss": acc["loss_sum"] / acc["count"], "train_acc": acc["correct"] / acc["count"],
@@ -487,6 +495,7 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, optimizer, st
             "train_seconds": train_seconds, "samples_per_s": acc["count"] / max(train_seconds, 1e-9),
             "data_fraction": acc["data_seconds"] / max(train_seconds, 1e-9),
             "peak_memory_mb": peak_memory_mb(device), "world_size": ctx.world_size, "global_step": global_step,
+            "method": cfg.method.name, "T": len(ev["acc_per_step"]),
         }
         final = record
         if main:
@@ -505,15 +514,23 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, optimizer, st
             f"{record['spikes_per_sample']:,.0f} spikes/sample  lr {record['lr']:.2e}")
     D.barrier(ctx)
 
+    finalized = None
+    deployed = method.finalize(net)
+    if deployed is not net:  # the method's deployed form (e.g. another T): evaluated and recorded
+        finalized = evaluate(deployed, arrays.x_test, arrays.y_test, cfg, arrays.sequence, ctx, device)
+        log(f"finalized ({cfg.method.name}): test accuracy {100 * finalized['test_acc']:.2f}% at "
+            f"T={len(finalized['acc_per_step'])} · {finalized['spikes_per_sample']:,.0f} spikes/sample")
     seconds = time.perf_counter() - t_start
     result = {"run_dir": str(run.path), "final": final, "best_acc": best_acc, "best_epoch": best_epoch,
-              "seconds": seconds}
+              "seconds": seconds, "finalized": finalized}
     if main and final is not None:
         total_train = sum(r["epoch_seconds"] for r in history)
         run.write_json("summary.json", {"test_acc": final["test_acc"], "best_acc": best_acc,
                                         "best_epoch": best_epoch, "epochs": final["epoch"],
                                         "train_wall_seconds": total_train,
-                                        "spikes_per_sample": final["spikes_per_sample"]})
+                                        "spikes_per_sample": final["spikes_per_sample"],
+                                        "method": cfg.method.name,
+                                        **({"finalized": finalized} if finalized is not None else {})})
         if cfg.run.plots:
             from .report import write_report
 

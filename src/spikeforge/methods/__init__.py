@@ -1,0 +1,7 @@
+"""Training methods: one file per method, each registered in :data:`METHODS` (see :mod:`.base`)."""
+
+from . import bptt  # noqa: F401  (registers itself)
+from .base import Method, StepContext, StepResult
+from .registry import METHODS, create_method
+
+__all__ = ["METHODS", "Method", "StepContext", "StepResult", "create_method"]
