@@ -1,0 +1,177 @@
+"""Training methods side by side -> the ``methods`` section of docs/benchmarks.md.
+
+Every registered method (``spikeforge methods``) trains the same Fashion-MNIST conv net on the same budget
+(a training subset, a number of epochs), each run in a fresh process so that its peak memory is its own.
+A method's row uses ``configs/methods/<name>.yaml`` when it exists (a method may need another neuron,
+normalisation or T), else ``configs/fashion_mnist.yaml``; next to every method whose config differs from
+the BPTT baseline's, BPTT runs on that same config, so each ratio compares like with like.
+
+Two tables:
+
+* ``accuracy and cost``: test accuracy, T, training seconds per epoch, samples/s, peak RSS and its rise
+  over the process's RSS after loading the data, spikes per sample, and the ratios of seconds and memory
+  to BPTT on the same config (measured in the same invocation, runs one after the other).
+* ``memory vs T``: peak RSS rise for a few training steps at T = 4, 8, 16, 32 per method (the claim of
+  online methods: flat in T while BPTT grows).
+
+    python benchmarks/methods.py --data-dir ../shared/data                       # both tables
+    python benchmarks/methods.py --data-dir ../shared/data --table memory --methods bptt,ottt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _report import machine_line, write_section  # noqa: E402
+
+BASE = ROOT / "configs" / "fashion_mnist.yaml"
+
+
+def method_config(name: str) -> Path:
+    own = ROOT / "configs" / "methods" / f"{name}.yaml"
+    return own if own.is_file() else BASE
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_one(config: str, overrides: list[str], data_dir: str | None) -> dict:
+    """Child process: load the data once (the baseline RSS), then train; print one JSON line."""
+    from spikeforge.config import load_config
+    from spikeforge.training import train
+    from spikeforge.training.data import load_data
+
+    cfg = load_config(config, overrides)
+    arrays = load_data(cfg.data, data_dir)
+    del arrays
+    with tempfile.TemporaryDirectory() as tmp:  # compile the kernels on a 2-sample batch: not counted
+        train(cfg.override(["data.batch_size=2", "data.train_subset=2", "data.test_subset=2",
+                            "data.eval_batch_size=2", "run.epochs=1"]), Path(tmp) / "warm", data_dir=data_dir,
+              verbose=False)
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        res = train(cfg, Path(tmp) / "run", data_dir=data_dir, verbose=False)
+    wall = time.perf_counter() - t0
+    fin = res["final"]
+    return {"test_acc": fin["test_acc"], "T": fin["T"], "train_seconds": fin["train_seconds"],
+            "samples_per_s": fin["samples_per_s"], "peak_rss_mb": _rss_mb(), "rss_rise_mb": _rss_mb() - rss0,
+            "spikes_per_sample": fin["spikes_per_sample"], "wall_s": wall,
+            "finalized_acc": (res.get("finalized") or {}).get("test_acc"),
+            "finalized_T": len((res.get("finalized") or {}).get("acc_per_step", [])) or None}
+
+
+def spawn(config: Path, overrides: list[str], data_dir: str | None) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(config), "--data-dir", data_dir or ""]
+    for o in overrides:
+        cmd += ["--set", o]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def accuracy_table(methods, args) -> str:
+    budget = [f"data.train_subset={args.train_subset}", f"data.test_subset={args.test_subset}",
+              f"run.epochs={args.epochs}", "run.plots=false", "run.progress=false", "run.device=cpu"]
+    rows, baselines = [], {}
+    for name in methods:
+        config = method_config(name)
+        if config not in baselines:
+            baselines[config] = spawn(config, budget + ["method.name=bptt"], args.data_dir)
+            print(f"bptt on {config.name}: {baselines[config]}", file=sys.stderr)
+        r = baselines[config] if name == "bptt" else spawn(config, budget + [f"method.name={name}"], args.data_dir)
+        print(f"{name}: {r}", file=sys.stderr)
+        rows.append((name, config, r, baselines[config]))
+    lines = ["| method | config | test acc | T | s / epoch | samples/s | peak RSS MB | RSS rise MB | "
+             "spikes/sample | time vs bptt | memory rise vs bptt | deployed form |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name, config, r, b in rows:
+        dep = (f"{100 * r['finalized_acc']:.2f}% at T={r['finalized_T']}" if r.get("finalized_acc") is not None
+               else "")
+        lines.append(
+            f"| {name} | {config.relative_to(ROOT)} | {100 * r['test_acc']:.2f}% | {r['T']} | "
+            f"{r['train_seconds'] / args.epochs:.1f} | {r['samples_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} | "
+            f"{r['rss_rise_mb']:,.0f} | {r['spikes_per_sample']:,.0f} | "
+            f"{r['train_seconds'] / b['train_seconds']:.2f}x | "
+            f"{r['rss_rise_mb'] / max(b['rss_rise_mb'], 1e-9):.2f}x | {dep} |")
+    return (f"### Accuracy and cost (train subset {args.train_subset}, test subset {args.test_subset}, "
+            f"{args.epochs} epoch(s), every run in its own process, one after the other)\n\n"
+            + "\n".join(lines) + "\n\nRatios compare each method with BPTT on the same config file, measured in "
+            "this invocation. RSS rise: peak RSS during training minus the RSS after loading the data once and training one
+2-sample step (which compiles the kernels).")
+
+
+def memory_table(methods, args) -> str:
+    Ts = [int(t) for t in args.memory_T.split(",")]
+    budget = ["data.train_subset=1024", "data.test_subset=128", "run.epochs=1", f"run.max_steps_per_epoch={args.steps}",
+              "run.plots=false", "run.progress=false", "run.device=cpu", "run.checkpoint_every_steps=0"]
+    lines = ["| method | config | " + " | ".join(f"T={t}" for t in Ts) + f" | T={Ts[-1]} / T={Ts[0]} |",
+             "|---|---|" + "---:|" * (len(Ts) + 1)]
+    for name in methods:
+        config = method_config(name)
+        rises = []
+        for T in Ts:
+            extra = [f"model.T={T}", f"method.name={name}"]
+            try:
+                r = spawn(config, budget + extra, args.data_dir)
+                rises.append(r["rss_rise_mb"])
+            except RuntimeError as e:  # e.g. a single-step method at T>1: say so in the table
+                print(f"{name} T={T}: {str(e)[-300:]}", file=sys.stderr)
+                rises.append(None)
+            print(f"{name} T={T}: {rises[-1]}", file=sys.stderr)
+        cells = [f"{x:,.0f}" if x is not None else "n/a" for x in rises]
+        ratio = f"{rises[-1] / rises[0]:.2f}x" if rises[0] and rises[-1] is not None else "n/a"
+        lines.append(f"| {name} | {config.relative_to(ROOT)} | " + " | ".join(cells) + f" | {ratio} |")
+    return (f"### Peak RSS rise (MB) vs T ({args.steps} training steps of batch 128, each in its own process)\n\n"
+            + "\n".join(lines) + "\n\nn/a: the method does not train at that T (e.g. a single-step method).")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--methods", default=None, help="comma-separated (default: every registered method)")
+    ap.add_argument("--table", choices=("all", "accuracy", "memory"), default="all")
+    ap.add_argument("--train-subset", type=int, default=6000)
+    ap.add_argument("--test-subset", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--memory-T", default="4,8,16,32")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(run_one(args.child, args.overrides, args.data_dir or None)))
+        return
+    from spikeforge.methods import METHODS
+
+    methods = args.methods.split(",") if args.methods else ["bptt"] + [m for m in METHODS.list() if m != "bptt"]
+    parts = []
+    if args.table in ("all", "accuracy"):
+        parts.append(accuracy_table(methods, args))
+    if args.table in ("all", "memory"):
+        parts.append(memory_table(methods, args))
+    cmd = "python benchmarks/methods.py --data-dir ../shared/data " + " ".join(
+        a for a in sys.argv[1:] if not a.startswith("--data-dir") and a != args.data_dir)
+    body = (f"## methods: every training method side by side\n\nCommand: `{cmd.strip()}` · {machine_line()}\n\n"
+            + "\n\n".join(parts))
+    if args.no_write:
+        print(body)
+    else:
+        write_section("methods", body)
+        print(body)
+
+
+if __name__ == "__main__":
+    main()
