@@ -17,8 +17,9 @@ neuron with a ``step`` works too (e.g. LIF spikes).  The readout is linear on :m
 
 Input: an image ``[B, C, H, W]`` is read pixel by pixel in raster order (``H*W`` steps of ``C`` features;
 ``permute=True`` applies one fixed random permutation drawn from ``seed`` — psMNIST; ``T`` plays no part), or
-a time-major sequence ``[T, B, F]`` of ``T`` steps with ``F = in_channels``.  ``output="last"`` (default) returns the prediction after the last step
-as ``[1, B, num_classes]`` (so ``mean(0)`` is it); ``output="all"`` returns every step ``[T, B, num_classes]``.
+a time-major sequence ``[T, B, F]`` of ``T`` steps with ``F = in_channels``.  ``output="last"`` (default)
+returns the prediction after the last step as ``[1, B, num_classes]`` (so ``mean(0)`` is it); ``output="all"``
+returns every step ``[T, B, num_classes]``.
 The original psMNIST LMU: order 256, theta 784, 212 hidden units (tanh); ``e_h`` and ``e_m`` start at zero.
 
 Example:
