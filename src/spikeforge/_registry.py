@@ -77,6 +77,39 @@ class Registry:
             pass
         return {"name": e.name, "help": e.help, "params": params, **e.meta}
 
+    def check_kwargs(self, name: str, kwargs: dict, key: str, exclude=()) -> None:
+        """Raise one ValueError naming ``<key>.<option>`` when ``kwargs`` holds a name the factory does not take
+        (listing the valid ones, less ``exclude``) or a config-type value (None, bool, int, float, str, list,
+        tuple, dict) of the wrong kind, judged from the parameter's annotation or else its default.  Other
+        values (tensors, objects) are left to the factory.
+
+        Example:
+            >>> shapes = Registry("shape")
+            >>> _ = shapes.register("square")(lambda side=1.0: side)
+            >>> shapes.check_kwargs("square", {"sied": 2.0}, "shape.kwargs")
+            Traceback (most recent call last):
+            ...
+            ValueError: shape.kwargs.sied: unknown option of shape 'square'; valid: side
+        """
+        e = self.get(name)
+        try:
+            params = inspect.signature(e.factory).parameters
+        except (TypeError, ValueError):
+            return
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        named = {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                 and n not in exclude}
+        for k, value in kwargs.items():
+            p = named.get(k)
+            if p is None:
+                if open_ended and k not in exclude:
+                    continue
+                raise ValueError(f"{key}.{k}: unknown option of {self.kind} {e.name!r}; valid: "
+                                 f"{', '.join(named) or '(none)'}")
+            why = _wrong_kind(p, value)
+            if why:
+                raise ValueError(f"{key}.{k}: expected {why}, got {value!r} ({type(value).__name__})")
+
     def __contains__(self, name: str) -> bool:
         return isinstance(name, str) and name.lower() in self._entries
 
@@ -85,3 +118,58 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+_CONFIG_TYPES = (type(None), bool, int, float, str, list, tuple, dict)  # what a config file can hold
+_KINDS = {  # annotation name -> (accepted types, description, plural)
+    "None": ((type(None),), "None", "None"),
+    "bool": ((bool,), "True or False", "booleans"),
+    "int": ((int,), "an integer", "integers"),
+    "float": ((int, float), "a number", "numbers"),
+    "str": ((str,), "a string", "strings"),
+    "tuple": ((tuple, list), "a list", "lists"),
+    "list": ((tuple, list), "a list", "lists"),
+    "dict": ((dict,), "a mapping", "mappings"),
+}
+
+
+def _kinds_of(p: inspect.Parameter) -> list[str] | None:
+    """The kinds a parameter takes: from its annotation when it is made of plain type names (``int | None``),
+    else from its default's type (a default of None says nothing)."""
+    names = None
+    ann = p.annotation
+    if ann is not p.empty:
+        text = ann if isinstance(ann, str) else getattr(ann, "__name__", None) or str(ann)
+        names = [t.strip() for t in text.split("|")]
+        if not all(n in _KINDS for n in names):
+            names = None
+    d = p.default
+    if names is None and d is not p.empty and d is not None:
+        names = next(([k] for k, t in (("bool", bool), ("int", int), ("float", float), ("str", str),
+                                        ("tuple", (tuple, list)), ("dict", dict)) if isinstance(d, t)), None)
+    if names is not None and d is None and "None" not in names:
+        names.append("None")
+    return names
+
+
+def _fits(value, kind: str) -> bool:
+    types = _KINDS[kind][0]
+    return isinstance(value, types) and (kind == "bool" or not isinstance(value, bool))
+
+
+def _wrong_kind(p: inspect.Parameter, value) -> str | None:
+    """What ``p`` expects when ``value`` (of a config type) is not of a kind it takes, else None."""
+    if not isinstance(value, _CONFIG_TYPES):
+        return None
+    kinds = _kinds_of(p)
+    if kinds is None:
+        return None
+    default = "" if p.default is p.empty else f" (default {p.default!r})"
+    if not any(_fits(value, k) for k in kinds):
+        return " or ".join(_KINDS[k][1] for k in kinds) + default
+    d = p.default
+    if isinstance(value, (tuple, list)) and isinstance(d, (tuple, list)) and d:
+        elem = _kinds_of(inspect.Parameter("item", p.POSITIONAL_OR_KEYWORD, default=d[0]))
+        if elem and any(isinstance(v, _CONFIG_TYPES) and not any(_fits(v, k) for k in elem) for v in value):
+            return f"a list of {' or '.join(_KINDS[k][2] for k in elem)}{default}"
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .._registry import Registry
 
 MODELS = Registry("model")
+_SET_BY_CREATE_MODEL = ("num_classes", "in_channels", "neuron", "neuron_kwargs", "T")  # not model.kwargs
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 1, neuron: str = "lif",
@@ -15,6 +16,10 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 1, neuron:
     sequence ``[T, B, C, H, W]``, and returns per-step outputs ``[T, B, num_classes]``.  ``channels_last``
     (default: the model's own choice, True for conv nets) runs the image path in channels-last memory order,
     which is up to 2x faster for convolution, BatchNorm and pooling on CPU (see :class:`SpikingModel`).
+
+    ``kwargs`` and ``neuron_kwargs`` are checked against the model's and the neuron's signatures first: an
+    unknown name or a value of the wrong kind raises one ValueError naming ``model.kwargs.<name>`` or
+    ``model.neuron_kwargs.<name>`` (the config keys) and listing the valid names or the expected kind.
     """
     from ..neurons import NEURONS
 
@@ -22,6 +27,10 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 1, neuron:
         raise ValueError(f"neuron: unknown value {neuron!r}; available: {', '.join(NEURONS.list())}")
     if channels_last is not None and not isinstance(channels_last, bool):
         raise ValueError(f"channels_last: expected True, False or None, got {channels_last!r}")
+    if neuron_kwargs is not None and not isinstance(neuron_kwargs, dict):
+        raise ValueError(f"model.neuron_kwargs: expected a mapping, got {neuron_kwargs!r}")
+    MODELS.check_kwargs(name, kwargs, "model.kwargs", exclude=_SET_BY_CREATE_MODEL)
+    NEURONS.check_kwargs(neuron, neuron_kwargs or {}, "model.neuron_kwargs")
     model = MODELS.create(name, num_classes=num_classes, in_channels=in_channels, neuron=neuron,
                           neuron_kwargs=neuron_kwargs, T=T, **kwargs)
     if channels_last is not None:

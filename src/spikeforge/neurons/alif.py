@@ -20,8 +20,8 @@ from .registry import NEURONS
 class ALIF(ZooNeuron):
     """Adaptive LIF: every spike raises the threshold by ``beta``; the rise decays with ``tau_adapt`` steps."""
 
-    def __init__(self, tau=2.0, tau_adapt=20.0, beta=0.2, v_threshold=1.0, v_reset=0.0, surrogate="atan",
-                 backend="auto", check_inputs=True):
+    def __init__(self, tau=2.0, tau_adapt=20.0, beta=0.2, v_threshold=1.0, v_reset: float | None = 0.0,
+                 surrogate="atan", backend="auto", check_inputs=True):
         super().__init__(surrogate, backend, check_inputs)
         check_number("tau", tau, low=1.0)
         check_number("tau_adapt", tau_adapt, low=0.0, low_inclusive=False)

@@ -18,8 +18,8 @@ class BaseNeuron(nn.Module):
     final state, so a sequence can be continued.  ``step(x_t, state)`` runs one time step.
     """
 
-    def __init__(self, v_threshold=1.0, v_reset=0.0, detach_reset=False, surrogate="atan", backend="auto",
-                 check_inputs=True):
+    def __init__(self, v_threshold=1.0, v_reset: float | None = 0.0, detach_reset=False, surrogate="atan",
+                 backend="auto", check_inputs=True):
         super().__init__()
         check_number("v_threshold", v_threshold, low=0.0, low_inclusive=False)
         self.v_threshold = v_threshold

@@ -29,8 +29,8 @@ from .registry import NEURONS
 class LIF(BaseNeuron):
     """Leaky integrate-and-fire; defaults equal SpikingJelly's multi-step ``LIFNode``."""
 
-    def __init__(self, tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False,
-                 surrogate="atan", backend="auto", check_inputs=True):
+    def __init__(self, tau=2.0, v_threshold=1.0, v_reset: float | None = 0.0, decay_input=True,
+                 detach_reset=False, surrogate="atan", backend="auto", check_inputs=True):
         super().__init__(v_threshold, v_reset, detach_reset, surrogate, backend, check_inputs)
         check_number("tau", tau, low=1.0)
         self.tau = tau
@@ -65,8 +65,9 @@ class PLIF(LIF):
     otherwise one tau is shared by the layer, as in the paper.
     """
 
-    def __init__(self, init_tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False,
-                 surrogate="atan", backend="auto", check_inputs=True, num_channels: int | None = None):
+    def __init__(self, init_tau=2.0, v_threshold=1.0, v_reset: float | None = 0.0, decay_input=True,
+                 detach_reset=False, surrogate="atan", backend="auto", check_inputs=True,
+                 num_channels: int | None = None):
         check_number("init_tau", init_tau, low=1.0, low_inclusive=False)
         super().__init__(init_tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, backend,
                          check_inputs)
