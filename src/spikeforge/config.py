@@ -125,6 +125,12 @@ class ModelConfig:
         for k in ("neuron_kwargs", "kwargs"):
             if not isinstance(getattr(self, k), dict):
                 _fail(f"model.{k}", getattr(self, k), "a mapping")
+        reserved = {"T": "model.T", "neuron": "model.neuron", "neuron_kwargs": "model.neuron_kwargs",
+                    "num_classes": "the dataset", "in_channels": "the dataset"}
+        for k in self.kwargs:
+            if k in reserved:
+                raise ValueError(f"model.kwargs.{k}: set by {reserved[k]}, not by model.kwargs"
+                                 + (f"; use --set {reserved[k]}=..." if reserved[k].startswith("model.") else ""))
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")

@@ -300,3 +300,10 @@ def test_huge_but_finite_weights_are_not_divergence():
         net.bias[0] = float("nan")
     with pytest.raises(TrainingDivergedError, match="parameter or buffer 'bias' after the optimiser step"):
         _check_finite(torch.zeros(0), list(net.parameters()), D.DistContext(), RunDir("x"), 1, 0, True, net)
+
+
+@pytest.mark.parametrize("key", ["T", "neuron", "num_classes"])
+def test_model_kwargs_cannot_set_what_the_config_sets(tmp_path, capsys, key):
+    assert main(cli(tmp_path, f"model.kwargs.{key}=8")) == 2
+    one_line_error(capsys, f"model.kwargs.{key}: set by")
+    assert not (tmp_path / "r").exists()
