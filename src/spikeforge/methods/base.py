@@ -46,7 +46,9 @@ class StepContext:
 
     ``loss_fn(out, y)`` is the configured loss (``loss.*``) on per-step outputs ``[T, B, K]``;
     ``loss_scale`` multiplies the loss before ``backward`` so that DDP's gradient average is the global
-    mean; ``autocast()`` is the configured mixed-precision context.
+    mean; ``autocast()`` is the configured mixed-precision context.  ``update()`` (when the loop gives it) clips,
+    steps the optimiser at the current learning rate and zeroes the gradients now, for a method that updates
+    several times per batch (OTTT_O: once per time step); the loop still steps once after ``train_step``.
     """
 
     epoch: int
@@ -56,6 +58,7 @@ class StepContext:
     loss_scale: float = 1.0
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     T: int = 1
+    update: Callable[[], None] | None = None
 
 
 @dataclass

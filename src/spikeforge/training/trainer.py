@@ -416,6 +416,13 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optim
                                         "Lower optim.lr or set optim.grad_clip.") from None
 
     code_version_cached = code_version() if main else {}
+
+    def update_now():  # a method's extra update inside train_step (OTTT_O: one per time step)
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
     progress = cfg.run.progress and verbose and main
     final = history[-1] if history else None
 
@@ -448,7 +455,7 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optim
             res = method.train_step(ddp_model, xb, yb, StepContext(
                 epoch=epoch, step=step, global_step=global_step, loss_fn=loss_fn,
                 loss_scale=local_n * ctx.world_size / global_n, autocast=lambda: autocast_context(cfg, device),
-                T=cfg.model.T))
+                T=cfg.model.T, update=update_now))
             loss, out = res.loss, res.logits
             check = loss.detach().clone().view(1)
             D.all_reduce_sum(check, ctx)
