@@ -19,3 +19,6 @@ from .nif import encode_time, nif_conv2d, nif_spike_time  # noqa: E402
 
 __all__ += ["hoyer_extremum", "hoyer_regularizer", "hoyer_spike", "LIFBPairState", "LIFBState", "lifb",
             "lifb_pair", "lifb_step", "multilevel", "multilevel_step", "encode_time", "nif_conv2d", "nif_spike_time"]
+from .noisy_if import noisy_if, noisy_if_expectation, noisy_if_step  # noqa: E402
+
+__all__ += ["noisy_if", "noisy_if_expectation", "noisy_if_step"]

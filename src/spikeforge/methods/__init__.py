@@ -1,6 +1,7 @@
 """Training methods: one file per method, each registered in :data:`METHODS` (see :mod:`.base`)."""
 
 from . import bptt  # noqa: F401  (registers itself)
+from . import noise_single_step  # noqa: F401
 from .base import Method, StepContext, StepResult
 from .registry import METHODS, create_method
 

@@ -19,3 +19,6 @@ from .multilevel import MultiLevel  # noqa: E402
 from .nif import NIFConv2d, NIFLinear  # noqa: E402
 
 __all__ += ["HoyerSpike", "LIFB", "LIFBPair", "decouple_lifb", "MultiLevel", "NIFConv2d", "NIFLinear"]
+from .noisy_if import NoisyIF  # noqa: E402
+
+__all__ += ["NoisyIF"]
