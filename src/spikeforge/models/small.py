@@ -1,6 +1,8 @@
 """Small SNNs for MNIST-size data: a spiking MLP and a conv SNN (the pipeline's default model).
 
 ``convnet``: [conv3x3 -> BN -> neuron -> maxpool2] per entry of ``channels``, then flatten -> Linear readout.
+``norm="ws"`` replaces conv3x3 -> BN by a scaled weight-standardised conv3x3 with bias (no batch statistics: what
+online training per time step, ``method.name=ottt``, needs).
 The readout is a non-spiking linear layer applied at every step, so outputs are per-step logits
 ``[T, B, num_classes]`` (average over T for the prediction, or use every step with TET).
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import MaxPool2d, TimeFold
+from ..layers import MaxPool2d, ScaledWSConv2d, TimeFold
 from .base import SpikingModel, make_neuron
 from .registry import MODELS
 
@@ -43,15 +45,20 @@ class SpikingMLP(SpikingModel):
 
 
 class ConvSNN(SpikingModel):
-    """[Conv3x3 -> BN -> neuron -> MaxPool2] per channel entry, flatten, Linear readout."""
+    """[Conv3x3 -> BN -> neuron -> MaxPool2] per channel entry, flatten, Linear readout.  ``norm``: ``"bn"``
+    (BatchNorm2d after each conv) or ``"ws"`` (:class:`~spikeforge.layers.ScaledWSConv2d`, no BatchNorm)."""
 
     def __init__(self, num_classes=10, in_channels=1, neuron="lif", neuron_kwargs=None, T=4, input_size=28,
-                 channels=(32, 64), hidden=0, encoder="direct"):
+                 channels=(32, 64), hidden=0, encoder="direct", norm="bn"):
         super().__init__(num_classes, in_channels, T, encoder)
+        if norm not in ("bn", "ws"):
+            raise ValueError(f"norm: unknown value {norm!r}; allowed: 'bn' (BatchNorm2d after each conv), 'ws' "
+                             "(scaled weight standardisation, no batch statistics)")
         blocks, c, size = [], in_channels, input_size
         for c_out in channels:
-            blocks += [TimeFold(nn.Conv2d(c, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)),
-                       make_neuron(neuron, neuron_kwargs), TimeFold(MaxPool2d(2))]
+            conv = TimeFold(nn.Conv2d(c, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)) if norm == "bn" \
+                else TimeFold(ScaledWSConv2d(c, c_out, 3, padding=1))
+            blocks += [conv, make_neuron(neuron, neuron_kwargs), TimeFold(MaxPool2d(2))]
             c, size = c_out, size // 2
         if size < 1:
             raise ValueError(f"input_size: {input_size} is too small for {len(channels)} pooling stages")
