@@ -10,3 +10,7 @@ from .ws import ScaledWSConv2d, ScaledWSLinear, scaled_ws
 __all__ = ["TimeFold", "fold", "unfold", "repeats_one_step", "TIME_INVARIANT", "TdBN", "BNTT", "TEBN", "make_norm", "SCTFA", "SCTFAttention",
            "MaxPool2d", "VotingPool", "STCB", "stcb_rate", "stcb_temporal",
            "ScaledWSConv2d", "ScaledWSLinear", "scaled_ws"]
+
+from .spike_mapping import STSU, ReSU, resu, straight_through, stsu  # noqa: E402
+
+__all__ += ["ReSU", "STSU", "resu", "stsu", "straight_through"]

@@ -1,0 +1,106 @@
+r"""``proxy``: an IF SNN trained through a ReLU ANN that shares its weights (proxy learning).
+
+Kheradpisheh, Mirsadeghi, Masquelier, "Spiking neural networks trained via proxy", IEEE Access 10 (2022);
+arXiv 2109.13208; card ``proxy-learning.md``; official notebook github.com/SRKH/ProxyLearning.
+
+Per batch: the ANN (the model with ReLU at every IF site, the same weight tensors) runs once on the static input
+with autograd, :math:`y_{ann} = f_{ReLU}(x; W)`; the SNN runs its ``T`` steps without autograd,
+:math:`c = f_{IF}(x; W)` (``[T, B, K]``); the loss is computed on :math:`y = c` with the gradient flowing
+through the ANN (``y_ann.data.copy_(c)`` in the notebook):
+
+.. math::
+    y = \mathrm{st}(y_{ann}, c) \;(= c), \qquad
+    \frac{\partial L}{\partial W} = \frac{\partial L}{\partial y}\Big|_{y=c}\,\frac{\partial y_{ann}}{\partial W}.
+
+``prepare`` returns a :class:`ProxyNet`: ``net(x)`` is the SNN (what is evaluated and deployed) and
+``net(x, proxy=True)`` the straight-through pass; its ``state_dict`` is the plain model's.  BatchNorm: the SNN
+pass uses batch statistics and updates the running ones, the ANN pass uses batch statistics and leaves them
+alone; from epoch ``bn_eval_from_epoch`` on, every BatchNorm runs on its running statistics in both passes (the
+notebook freezes them after its first epoch).
+
+Example:
+    >>> import torch
+    >>> from spikeforge.methods import create_method
+    >>> from spikeforge.models import create_model
+    >>> method = create_method("proxy")
+    >>> net = method.prepare(create_model("convnet", neuron="if", T=4, input_size=16, channels=(4, 8)))
+    >>> all(a.data_ptr() == s.data_ptr() for a, s in zip(net.ann.parameters(), net.snn.parameters()))
+    True
+    >>> tuple(net(torch.rand(2, 1, 16, 16), proxy=True).shape)
+    (4, 2, 10)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..layers.spike_mapping import straight_through
+from ..neurons import IF
+from ._twin import BATCHNORMS, TwinNet, neuron_sites, unwrap
+from .base import Method, StepContext, StepResult
+from .registry import METHODS
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """``bn_eval_from_epoch``: from this epoch on (epochs count from 1) every BatchNorm uses its running
+    statistics during training too; 0 keeps batch statistics throughout."""
+
+    bn_eval_from_epoch: int = 2
+
+    def __post_init__(self):
+        v = self.bn_eval_from_epoch
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"method.kwargs.bn_eval_from_epoch: got {v!r}; allowed: an integer >= 0 (0 = never)")
+
+
+class ProxyNet(TwinNet):
+    """An IF SNN and its ReLU twin on the same weights."""
+
+    def __init__(self, snn):
+        super().__init__(snn, lambda path, neuron: nn.ReLU())
+
+    def forward(self, x: torch.Tensor, proxy: bool = False) -> torch.Tensor:
+        """The SNN's output ``[T, B, K]``; with ``proxy=True`` its value with the ReLU ANN's gradient."""
+        if not proxy:
+            return self.snn(x)
+        y_ann = self.ann_forward(x)
+        with torch.no_grad():
+            c = self.snn(x)
+        return straight_through(y_ann.expand_as(c), c)
+
+
+def _check_neuron(path: str, neuron) -> None:
+    if type(neuron) is not IF:
+        raise ValueError(f"proxy: {type(neuron).__name__} at {path} is not an IF neuron; the ReLU proxy stands "
+                         "for the IF firing rate (set model.neuron=if)")
+
+
+@METHODS.register("proxy", help="IF SNN trained through a weight-sharing ReLU ANN (straight-through)")
+class Proxy(Method):
+    name = "proxy"
+    card = "proxy-learning.md"
+    Config = ProxyConfig
+    smoke_overrides = ("model.neuron=if",)
+
+    def check(self, model, cfg) -> None:
+        neuron_sites(model, "proxy", _check_neuron)
+
+    def prepare(self, model):
+        neuron_sites(model, "proxy", _check_neuron)
+        return ProxyNet(model)
+
+    def train_step(self, model, x, y, ctx: StepContext) -> StepResult:
+        start = self.config.bn_eval_from_epoch
+        if start and ctx.epoch >= start:
+            for m in unwrap(model).modules():
+                if isinstance(m, BATCHNORMS):
+                    m.eval()
+        with ctx.autocast():
+            out = model(x, proxy=True)
+        loss = ctx.loss_fn(out, y)
+        (loss * ctx.loss_scale).backward()
+        return StepResult(loss.detach(), out.detach())
