@@ -55,11 +55,15 @@ def _close(a, b):
     return a == b
 
 
-def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("method", [[], ["--set", "method.name=ottt", "--set", "model.kwargs.norm=ws"]],
+                         ids=["bptt", "ottt"])
+def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, method):
+    """``bptt`` (the default), and ``ottt``: a method with one backward pass per time step."""
+    args = ARGS + method
     ref, victim = tmp_path / "ref", tmp_path / "victim"
-    subprocess.run(_cmd("--out", str(ref), *ARGS), check=True, env=_env(), capture_output=True, timeout=300)
+    subprocess.run(_cmd("--out", str(ref), *args), check=True, env=_env(), capture_output=True, timeout=300)
 
-    proc = subprocess.Popen(_cmd("--out", str(victim), *ARGS), env=_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_cmd("--out", str(victim), *args), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not _mid_epoch_checkpoint(victim):

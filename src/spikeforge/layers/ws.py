@@ -16,7 +16,7 @@ Example:
     >>> import torch
     >>> from spikeforge.layers import ScaledWSConv2d
     >>> conv = ScaledWSConv2d(3, 8, 3, padding=1)
-    >>> w = conv.standardized_weight()
+    >>> w = conv.standardized_weight().detach()
     >>> bool(w.mean((1, 2, 3)).abs().max() < 1e-6), round(float((w.var((1, 2, 3)) * 27).mean()), 2)
     (True, 1.0)
 """

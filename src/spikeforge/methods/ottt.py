@@ -32,8 +32,7 @@ Example:
     >>> m.check(create_model("convnet", T=4, input_size=16, channels=(4, 8)), TrainConfig())
     Traceback (most recent call last):
     ...
-    ValueError: OTTT trains online per time step; BatchNorm2d at features.0.layer.1 needs batch statistics over \
-time — use norm='ws' (scaled weight standardisation) or method bptt
+    ValueError: OTTT trains online per time step; BatchNorm2d at features.0.layer.1 needs batch statistics ...
     >>> m.check(create_model("convnet", T=4, input_size=16, channels=(4, 8), norm="ws"), TrainConfig())
 """
 
