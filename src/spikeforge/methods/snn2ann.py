@@ -6,7 +6,9 @@ is reconstructed here is listed in ``docs/methods/snn2ann.md``).
 
 Per batch: the SNN runs its ``T`` steps without autograd and each IF site :math:`l` records its firing rate
 :math:`r_l = \frac1T\sum_t s_l[t]`; the ANN branch (the model with a spike mapping unit at every IF site, the
-same weights) runs once, at ``T = 1``, with autograd; its output takes the SNN's value (straight-through):
+same weights) runs once, at ``T = 1``, with autograd; its output takes the SNN's value (straight-through).
+With STSU, every layer that holds weights also receives, as its input value, the time-average of what it
+received in the SNN pass (so pooling of spikes is the SNN's, not a pooling of rates):
 
 .. math::
     z_l = f_l(a_{l-1};\,W_l), \qquad
@@ -57,7 +59,7 @@ UNITS = ("stsu", "resu")
 #: leaves that may sit between the affine layer ATA rescales and the neuron (positively homogeneous)
 _HOMOGENEOUS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
                 nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten, nn.Identity,
-                nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+                nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.ReLU)
 
 
 @dataclass(frozen=True)
