@@ -125,8 +125,10 @@ def test_bad_kwargs_name_the_key(setting, match):
 
 
 @pytest.mark.parametrize("neuron,kwargs,match", [
-    ("lif", {}, r"^features\.1: LIF is not an IF neuron; .*set model\.neuron=if and model\.neuron_kwargs\.v_reset=null$"),
-    ("if", {"v_reset": 0.0}, r"^features\.1: IF with v_reset=0\.0 \(hard reset\); .*set model\.neuron_kwargs\.v_reset=null$"),
+    ("lif", {}, r"^features\.1: LIF is not an IF neuron; .*set model\.neuron=if and "
+                r"model\.neuron_kwargs\.v_reset=null$"),
+    ("if", {"v_reset": 0.0}, r"^features\.1: IF with v_reset=0\.0 \(hard reset\); "
+                             r".*set model\.neuron_kwargs\.v_reset=null$"),
     ("noisy_if", {}, r"^features\.1: NoisyIF is not an IF neuron"),
 ])
 def test_a_neuron_it_cannot_convert_is_named(neuron, kwargs, match):
@@ -150,7 +152,7 @@ def _fashion_dir():
 @pytest.mark.slow
 @pytest.mark.skipif(_fashion_dir() is None, reason="Fashion-MNIST not found under $SPIKEFORGE_DATA")
 def test_noise_loses_far_less_accuracy_at_T_N_than_no_noise(tmp_path):
-    """Card check 1 (about 2 minutes on 2 cores): trained at T=1 on 5000 Fashion-MNIST images for 3 epochs, then
+    """Card check 1 (3-6 minutes on 2 shared cores): trained at T=1 on 5000 Fashion-MNIST images for 3 epochs, then
     run at N=16 on 2000 test images; the drop from the T=1 network to N=16 is far smaller with sigma=0.3."""
     drops = {}
     for sigma in (0.0, 0.3):
