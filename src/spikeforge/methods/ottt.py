@@ -174,7 +174,8 @@ class OTTT(Method):
         for name, m in net.named_modules():
             if isinstance(m, _BATCH_NORMS):
                 raise ValueError(f"OTTT trains online per time step; {type(m).__name__} at {name} needs batch "
-                                 "statistics over time — use norm='ws' (scaled weight standardisation) or method bptt")
+                                 "statistics over time — use norm='ws' (scaled weight standardisation) or "
+                                 "method bptt")
         check_windowed(net, self.name)
         trace_decay(net, self.name)
 
