@@ -18,7 +18,7 @@ Example:
     ...                               "run.progress=false", "run.plots=false", "model.T=2"])
     >>> result = train(cfg, run_dir=tempfile.mkdtemp() + "/run", verbose=False)
     >>> sorted(result["final"])[:4]
-    ['acc_per_step', 'data_fraction', 'epoch', 'epoch_seconds']
+    ['T', 'acc_per_step', 'data_fraction', 'epoch']
 """
 
 from __future__ import annotations
