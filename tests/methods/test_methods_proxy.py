@@ -89,8 +89,7 @@ def test_card_check_2_gradient_is_the_straight_through_ann(bn_eval):
                 ref_snn(x * torch.rand(()))
         snn.load_state_dict(ref_snn.state_dict())
         ref_ann.load_state_dict(ref_snn.state_dict())
-        ref_snn.eval()
-        ref_ann.eval()
+        ref_snn.eval()  # the SNN runs on the running statistics, the ANN keeps normalising with batch statistics
     with torch.no_grad():
         c = ref_snn(x)
     y_ann = ref_ann(x)

@@ -14,9 +14,11 @@ through the ANN (``y_ann.data.copy_(c)`` in the notebook):
 
 ``prepare`` returns a :class:`ProxyNet`: ``net(x)`` is the SNN (what is evaluated and deployed) and
 ``net(x, proxy=True)`` the straight-through pass; its ``state_dict`` is the plain model's.  BatchNorm: the SNN
-pass uses batch statistics and updates the running ones, the ANN pass uses batch statistics and leaves them
-alone; from epoch ``bn_eval_from_epoch`` on, every BatchNorm runs on its running statistics in both passes (the
-notebook freezes them after its first epoch).
+pass uses batch statistics and updates the running ones (what evaluation uses); the ANN pass normalises with
+its own batch statistics and leaves the running ones alone.  From epoch ``bn_eval_from_epoch`` on, the SNN's
+BatchNorms run on their running statistics during training too (the notebook freezes them after its first
+epoch); the ANN keeps batch statistics (the notebook's ANN has running statistics of its own, which the plain
+model's checkpoint has no place for; reading the SNN's instead made training collapse).
 
 Example:
     >>> import torch
@@ -63,6 +65,12 @@ class ProxyNet(TwinNet):
     def __init__(self, snn):
         super().__init__(snn, lambda path, neuron: nn.ReLU())
 
+    def _follow_modes(self) -> None:
+        super()._follow_modes()
+        for _, twin in self._pairs:  # the ANN normalises with its own batch statistics whenever it trains
+            if isinstance(twin, BATCHNORMS):
+                twin.training = self.training
+
     def forward(self, x: torch.Tensor, proxy: bool = False) -> torch.Tensor:
         """The SNN's output ``[T, B, K]``; with ``proxy=True`` its value with the ReLU ANN's gradient."""
         if not proxy:
@@ -79,7 +87,7 @@ def _check_neuron(path: str, neuron) -> None:
                          "for the IF firing rate (set model.neuron=if)")
 
 
-@METHODS.register("proxy", help="IF SNN trained through a weight-sharing ReLU ANN (straight-through)")
+@METHODS.register("proxy", help="IF SNN trained through a weight-sharing ReLU ANN, straight-through (Kheradpisheh et al. 2022)")
 class Proxy(Method):
     name = "proxy"
     card = "proxy-learning.md"
