@@ -87,7 +87,8 @@ def _check_neuron(path: str, neuron) -> None:
                          "for the IF firing rate (set model.neuron=if)")
 
 
-@METHODS.register("proxy", help="IF SNN trained through a weight-sharing ReLU ANN, straight-through (Kheradpisheh et al. 2022)")
+@METHODS.register("proxy", help="IF SNN trained through a weight-sharing ReLU ANN, straight-through "
+                           "(Kheradpisheh et al. 2022)")
 class Proxy(Method):
     name = "proxy"
     card = "proxy-learning.md"

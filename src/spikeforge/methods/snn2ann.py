@@ -203,7 +203,8 @@ def ata_feeder(model: nn.Module, path: str) -> nn.Module:
                      "method.kwargs.ata=false)")
 
 
-@METHODS.register("snn2ann", help="IF SNN trained through a weight-sharing ANN branch: STSU/ReSU, ATA (Tang et al. 2022)")
+@METHODS.register("snn2ann", help="IF SNN trained through a weight-sharing ANN branch: STSU/ReSU, ATA "
+                             "(Tang et al. 2022)")
 class SNN2ANN(Method):
     name = "snn2ann"
     card = "snn2ann-weight-sharing.md"
