@@ -23,6 +23,13 @@ from spikeforge.neurons import ALIF, GLIF, LIFB, PLIF, STL, MultiLevel, SigmaDel
 T, B, C, H, W = 32, 32, 16, 16, 16
 
 
+
+def _omp_wait_note() -> str:
+    from spikeforge.runtime import omp_wait_state
+
+    st = omp_wait_state()
+    return f"policy {st['policy']}, pools {st['waiting'] or 'left to the environment'}"
+
 def _fwd_bwd(module, x, grad):
     def run():
         x.grad = None
@@ -121,8 +128,8 @@ def main(argv=None) -> int:
         "GLIF, `ParametricLIFNode` for PLIF. The machine is shared (2 cores), so expect noise; "
         f"the first columns use torch's default {torch.get_num_threads()} threads, the 1-thread columns "
         "`torch.set_num_threads(1)` (the fused kernels follow torch's thread count). "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')} (torch is imported before spikeforge, so "
-        "spikeforge does not set it: see docs/kernels.md, Threads).",
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; the pools' waiting as chosen by "
+        f"`spikeforge.runtime.omp_wait` at the end: {_omp_wait_note()} (see docs/core.md, Threads).",
         "",
         "| neuron | fused (ms) | reference (ms) | fused speed-up | fused, 1 thread (ms) | reference, 1 thread (ms) "
         f"| speed-up, 1 thread | SpikingJelly 2.0 (ms) | fused vs SpikingJelly |",

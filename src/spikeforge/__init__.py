@@ -2,11 +2,9 @@
 
 Importing spikeforge never initialises CUDA and never compiles kernels; both happen on first use.  The subpackages
 load on first access (``import spikeforge as sf; sf.neurons.LIF``), so ``import spikeforge`` itself loads neither
-torch nor numba.
+torch nor numba.  How the OpenMP thread pools of torch and of the fused kernels wait is chosen when the fused kernels
+start, whatever the import order and with no environment variable (:func:`spikeforge.runtime.omp_wait`).
 """
-
-import os as _os
-import sys as _sys
 
 __version__ = "0.1.0"
 
@@ -28,10 +26,3 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | _submodules())
-
-# torch (libgomp) and the fused numba kernels each keep an OpenMP thread pool; with the default active
-# wait, idle threads of one pool spin on the cores the other needs (measured: a small conv-SNN training
-# step 2-4x slower on 2 cores).  Passive waiting avoids it.  It only takes effect when spikeforge is
-# imported before torch (as the `spikeforge` command does); set OMP_WAIT_POLICY yourself to override.
-if "torch" not in _sys.modules:
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

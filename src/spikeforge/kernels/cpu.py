@@ -69,7 +69,8 @@ _POOL_STARTED = False
 def _numba():
     """numba, with its thread pool started.  Starting numba's OpenMP pool (which loading or running any parallel
     kernel does) resets the OpenMP thread count that ``torch.get_num_threads()`` reads; it is started here, before
-    any kernel, and torch's count is given back, so a user's ``torch.set_num_threads`` survives."""
+    any kernel, and torch's count is given back, so a user's ``torch.set_num_threads`` survives.  Then the pools'
+    waiting policy is chosen (:func:`spikeforge.runtime.omp_wait_default`)."""
     global _POOL_STARTED
     import numba
 
@@ -79,6 +80,9 @@ def _numba():
         if torch.get_num_threads() != t:
             torch.set_num_threads(t)
         _POOL_STARTED = True
+        from ..runtime import omp_wait_default
+
+        omp_wait_default()  # the two pools spin only while no other process wants the cores (see runtime.py)
     return numba
 
 
