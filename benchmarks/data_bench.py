@@ -7,7 +7,7 @@ the writers of ``tests/data/datafmt_writers.py``; real files come from ``--data-
 ``$SPIKEFORGE_DATA``, else ``../shared/data``).
 
     python benchmarks/data_bench.py
-    python benchmarks/data_bench.py --data-dir /work/shared/data --events 5000000
+    python benchmarks/data_bench.py --data-dir "$SPIKEFORGE_DATA" --events 5000000
 """
 
 from __future__ import annotations

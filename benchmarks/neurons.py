@@ -10,33 +10,33 @@ one-pass floor runs at cache speed while the traffic floor spills to DRAM, so th
 Times are medians of repeated runs after warm-up (numba compilation happens in the warm-up).  Saved bytes/element:
 distinct storages the autograd graph keeps for backward.
 
-Run:  python benchmarks/neurons.py            (writes the "neurons" section of docs/benchmarks.md)
-      python benchmarks/neurons.py --quick    (smaller inputs, prints only)
+Each library is timed in its own process with the environment the script was started with (the script sets no
+variable such as OMP_WAIT_POLICY, which would change every library's speed: see docs/benchmarks.md), and the
+processes are interleaved over ``--rounds`` rounds; a cell is the median over the rounds of each process's median.
+
+Run:  flock /tmp/spikeforge-bench.lock python benchmarks/neurons.py   (writes the "neurons" section)
+      python benchmarks/neurons.py --quick --rounds 1                  (smaller inputs, prints only)
 """
 
 from __future__ import annotations
 
 import os
 
-# torch's OpenMP workers spin for milliseconds after every parallel op; numba's kernels run on a second OpenMP
-# runtime and wait for them (and so does everything on a shared machine).  Threads that sleep when idle are
-# fairer to every column; set OMP_WAIT_POLICY yourself to override (it must be set before torch loads).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import argparse
+import gc
+import importlib.util
+import sys
+import weakref
+import json
+import statistics
+import subprocess
+from pathlib import Path
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import importlib.util  # noqa: E402
-import sys  # noqa: E402
-import weakref  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_line, median_time, write_section  # noqa: E402
 
-from spikeforge.functional import lif  # noqa: E402
-from spikeforge.kernels.dispatch import resolve_backend  # noqa: E402
 
 CONFIGS = [
     ("T8·B32·N4096", 8, (32, 4096)),
@@ -55,6 +55,8 @@ def make_input(T, shape, seed=0):
 
 # --- implementations: each returns fn(x) -> spikes [T, ...] (fresh state every call) -------------------------
 def spikeforge_fn(backend, **overrides):
+    from spikeforge.functional import lif
+
     kw = {**LIF_KW, **overrides}
     return lambda x: lif(x, backend=backend, **kw)[0]
 
@@ -109,6 +111,8 @@ NORSE_MATCH = dict(decay_input=True, detach_reset=True, surrogate="fast_sigmoid"
 
 
 def norse_match_fn(backend="auto"):
+    from spikeforge.functional import lif
+
     kw = {**LIF_KW, **NORSE_MATCH}
     from spikeforge.surrogate import get_surrogate
 
@@ -162,60 +166,115 @@ def saved_bytes_per_element(fn, x) -> float:
     return sum(storages.values()) / x.numel()
 
 
+OURS = "spikeforge auto ({auto})"
+
+
+def child(name: str, configs, repeat: int) -> dict:
+    """Time one library (or the floors) on every config in this process; spikes are checked against spikeforge's
+    reference backend (plain torch, computed here too)."""
+    if name == "floors":
+        out = {}
+        for cname, T, shape in configs:
+            x0 = make_input(T, shape)
+            floor_x = x0.clone()
+            s_buf, gx_buf = torch.empty_like(x0), torch.empty_like(x0)
+
+            def traffic():
+                s_buf.copy_(x0)
+                s_buf.sum()
+                gx_buf.copy_(x0)
+
+            out[cname] = {"floor": median_time(lambda: floor_x.neg_(), repeat=repeat),
+                          "traffic": median_time(traffic, repeat=repeat)}
+        return out
+    if name.startswith("spikeforge"):
+        fns = {name: spikeforge_fn("auto" if name.startswith("spikeforge auto") else "reference")}
+        if name.startswith("spikeforge auto") and installed("norse"):
+            fns[NORSE_KEY] = norse_match_fn()
+    else:
+        fns = {name: ANCHORS[name][1]()}
+    out = {}
+    for cname, T, shape in configs:
+        x0 = make_input(T, shape)
+        x = x0.clone().requires_grad_()
+        res = {}
+        for key, fn in fns.items():
+            with torch.no_grad():
+                want = (norse_match_fn("reference") if key in ("Norse", NORSE_KEY) else spikeforge_fn("reference"))(x0)
+                got = fn(x0).to(want.dtype)
+            if not torch.equal(got, want):
+                res[key] = {"time": None, "note": f"{key} at {cname}: {int((got != want).sum())} of {want.numel()} "
+                            "spikes differ from spikeforge's reference; not timed"}
+                continue
+            res[key] = {"time": median_time(fwd_bwd(fn, x), repeat=repeat)}
+            if cname == configs[0][0] and key != NORSE_KEY:
+                res[key]["saved"] = saved_bytes_per_element(fn, x)
+        out[cname] = res
+    return out
+
+
+def run_child(name: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", name, "--repeat", str(args.repeat)] + (["--quick"] if args.quick else [])
+    out = subprocess.run(cmd, capture_output=True, text=True)  # the environment the script was started with
+    if out.returncode:
+        raise RuntimeError(f"{name}: child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small inputs, print only (no docs update)")
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=3, help="processes per library, interleaved")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     configs = QUICK if args.quick else CONFIGS
-    auto = resolve_backend("auto", torch.zeros(1, 1))
-    impls = {f"spikeforge auto ({auto})": spikeforge_fn("auto"), "spikeforge reference": spikeforge_fn("reference")}
+    if args.child:
+        print(json.dumps(child(args.child, configs, args.repeat)))
+        return 0
+    from spikeforge.kernels.dispatch import resolve_backend
+
+    ours = OURS.format(auto=resolve_backend("auto", torch.zeros(1, 1)))
+    names = [ours, "spikeforge reference"]
     missing = []
-    for name, (mod, factory) in ANCHORS.items():
+    for name, (mod, _) in ANCHORS.items():
         if installed(mod):
-            impls[name] = factory()
+            names.append(name)
         else:
             missing.append(f"{name} (`{mod}` not installed: skipped)")
-    ours = next(iter(impls))
     load0 = os.getloadavg()[0]
-
-    rows, mem_row, notes = [], {}, []
+    results: dict = {}  # (name, config, key) -> [times]
+    floors: dict = {}
+    saved: dict = {}
+    notes: set = set()
+    procs = ["floors", *names]
+    for r in range(args.rounds):
+        for name in procs[r % len(procs):] + procs[:r % len(procs)]:  # rotate the order each round
+            got = run_child(name, args)
+            print(f"round {r} {name}: " + ", ".join(
+                f"{c}: " + ("/".join(f"{v * 1e3:.3f}" for v in d.values()) if name == "floors" else
+                            "/".join("-" if v["time"] is None else f"{v['time'] * 1e3:.3f}" for v in d.values()))
+                for c, d in got.items()) + f" ms  (load {os.getloadavg()[0]:.2f})", flush=True)
+            for cname, d in got.items():
+                if name == "floors":
+                    for k, v in d.items():
+                        floors.setdefault((cname, k), []).append(v)
+                    continue
+                for key, v in d.items():
+                    if v["time"] is None:
+                        notes.add(v["note"])
+                    else:
+                        results.setdefault((cname, key), []).append(v["time"])
+                    if "saved" in v:
+                        saved[key] = v["saved"]
+    med = {k: statistics.median(v) for k, v in results.items()}
+    has_norse_match = any(k[1] == NORSE_KEY for k in med)
+    rows = []
     for cname, T, shape in configs:
-        x0 = make_input(T, shape)
-        x = x0.clone().requires_grad_()
-        with torch.no_grad():
-            want = impls[ours](x0)
-            want_norse = norse_match_fn()(x0)
-        floor_x = x0.clone()
-        floor = median_time(lambda: floor_x.neg_(), repeat=args.repeat)
-        s_buf, gx_buf = torch.empty_like(x0), torch.empty_like(x0)
+        times = {n: med.get((cname, n)) for n in [*names, NORSE_KEY]}
+        rows.append((cname, make_input(T, shape).numel(), statistics.median(floors[(cname, "floor")]),
+                     statistics.median(floors[(cname, "traffic")]), times))
 
-        def traffic():
-            s_buf.copy_(x0)
-            s_buf.sum()
-            gx_buf.copy_(x0)
-
-        traffic_floor = median_time(traffic, repeat=args.repeat)
-        times = {}
-        for name, fn in impls.items():
-            with torch.no_grad():
-                got = fn(x0)
-            ref = want_norse if name == "Norse" else want
-            if not torch.equal(got.to(ref.dtype), ref):
-                n = int((got.to(ref.dtype) != ref).sum())
-                times[name] = None
-                notes.append(f"{name} at {cname}: {n} of {ref.numel()} spikes differ from spikeforge; not timed")
-                continue
-            times[name] = median_time(fwd_bwd(fn, x), repeat=args.repeat)
-            if cname == configs[0][0]:
-                mem_row[name] = saved_bytes_per_element(fn, x)
-        if "Norse" in impls:
-            times[NORSE_KEY] = median_time(fwd_bwd(norse_match_fn(), x), repeat=args.repeat)
-        rows.append((cname, x0.numel(), floor, traffic_floor, times))
-        print(cname, {k: (None if v is None else round(v * 1e3, 3)) for k, v in times.items()},
-              "floor", round(floor * 1e3, 3), "traffic floor", round(traffic_floor * 1e3, 3), flush=True)
-
-    names = list(impls)
     head = "| config | elements | floor (1 pass) | traffic floor | " + " | ".join(names) + " |"
     lines = [head, "|" + "---|" * (4 + len(names))]
     for cname, numel, floor, traffic_floor, times in rows:
@@ -233,12 +292,16 @@ def main(argv=None) -> int:
         lines.append(f"| {cname} | {numel:,} | {floor * 1e3:.3f} ms | {traffic_floor * 1e3:.3f} ms "
                      f"({traffic_floor / floor:.1f} passes) | " + " | ".join(cells) + " |")
     lines.append("| saved for backward, B/element (" + configs[0][0] + ") | | | | "
-                 + " | ".join(f"{mem_row[n]:.2f}" if n in mem_row else "–" for n in names) + " |")
+                 + " | ".join(f"{saved[n]:.2f}" if n in saved else "–" for n in names) + " |")
+    flags = " --quick" if args.quick else ""
+    flags += "" if args.rounds == 3 else f" --rounds {args.rounds}"
+    flags += "" if args.repeat == 15 else f" --repeat {args.repeat}"
     body = [
         "## neurons: LIF forward + backward (CPU)",
         "",
-        f"`python benchmarks/neurons.py{' --quick' if args.quick else ''}` · {machine_line()} · float32 · "
-        f"median of {args.repeat} runs after 2 warm-up runs · OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} · "
+        f"`flock /tmp/spikeforge-bench.lock python benchmarks/neurons.py{flags}` · {machine_line()} · float32 · "
+        f"each library in its own process, {args.rounds} interleaved rounds, median of {args.repeat} runs after 2 "
+        f"warm-up runs per process · OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')} · "
         f"load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end (other jobs share the cores when "
         "it exceeds the core count)",
         "",
@@ -247,19 +310,21 @@ def main(argv=None) -> int:
         "the input it costs and its ratio to the traffic floor; for the others, how many times slower than it they "
         "are. The traffic floor is the memory traffic any forward + backward of this loss needs, timed with plain "
         "copies (`s.copy_(x); s.sum(); gx.copy_(x)`: no arithmetic, no call overhead), and shown in passes too. "
-        "Spikes of every column were checked identical to spikeforge's before timing.",
+        "Spikes of every column were checked identical to spikeforge's reference backend before timing. Every "
+        "library runs with its own defaults: the script sets no environment variable (`OMP_WAIT_POLICY=PASSIVE` "
+        "for all would slow the anchors more than spikeforge and inflate the ratios).",
         "",
         *lines,
     ]
-    if "Norse" in impls:
+    if "Norse" in names and has_norse_match:
         body += ["", "Norse's LIF integrates a synaptic current; it is set to the same beta-0.5 LIF (see "
                  "benchmarks/README.md), which takes decay_input=True on input 2x, a detached reset and "
                  "SuperSpike, so its ratio is against spikeforge timed on that same setup (spikes identical): "
-                 + ", ".join(f"{c}: {t[NORSE_KEY] * 1e3:.2f} ms" for c, _, _, _, t in rows) + "."]
+                 + ", ".join(f"{c}: {t[NORSE_KEY] * 1e3:.2f} ms" for c, _, _, _, t in rows if t[NORSE_KEY]) + "."]
     if missing:
         body += ["", "Not installed: " + "; ".join(missing) + "."]
     if notes:
-        body += ["", *[f"- {n}" for n in notes]]
+        body += ["", *[f"- {n}" for n in sorted(notes)]]
     text = "\n".join(body)
     print(text)
     if not args.quick:

@@ -11,8 +11,8 @@ section is rebuilt from whatever results exist:
   side by the same loop on the same batches, interleaved, median seconds per step -> seconds per epoch;
   plus the data-loading share of a training step.
 
-    python benchmarks/train_bench.py --data-dir /work/shared/data            # both phases
-    python benchmarks/train_bench.py --data-dir /work/shared/data --phase speed
+    python benchmarks/train_bench.py --data-dir "$SPIKEFORGE_DATA"            # both phases
+    python benchmarks/train_bench.py --data-dir "$SPIKEFORGE_DATA" --phase speed
 """
 
 from __future__ import annotations
@@ -220,7 +220,8 @@ def render(args) -> str:
     cfg = load_cfg(args.data_dir)
     kw = cfg.model.kwargs
     lines = [f"## training", "",
-             f"Command: `python benchmarks/train_bench.py --data-dir /work/shared/data` · {machine_line()}", "",
+             f"Command: `python benchmarks/train_bench.py --data-dir \"$SPIKEFORGE_DATA\"` (the folder holding "
+             f"`fashion-mnist/`) · {machine_line()}", "",
              f"Model: `convnet` channels {kw['channels']}, hidden {kw.get('hidden', 0)}, LIF (tau "
              f"{cfg.model.neuron_kwargs.get('tau', 2.0)}), T={cfg.model.T}, {cfg.loss.name} loss, {cfg.optim.name} "
              f"lr {cfg.optim.lr}, batch {cfg.data.batch_size} (`configs/fashion_mnist.yaml`). The machine's 2 cores "
@@ -233,7 +234,7 @@ def render(args) -> str:
                   f"The SNN run stopped or is still going after {len(hist)} of {cfg.run.epochs} epochs "
                   f"({sum(r['epoch_seconds'] for r in hist) / 60:.0f} min of training on the shared cores); test "
                   "accuracy per epoch so far: " + ", ".join(f"{100 * r['test_acc']:.2f}%" for r in hist) +
-                  f". Finish it with `python benchmarks/train_bench.py --data-dir /work/shared/data --phase accuracy "
+                  f". Finish it with `python benchmarks/train_bench.py --data-dir "$SPIKEFORGE_DATA" --phase accuracy "
                   "--resume` (it continues from the last checkpoint); the ANN row follows it.", ""]
     if acc:
         s = acc["snn"]
