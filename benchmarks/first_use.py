@@ -12,7 +12,7 @@ each on the otherwise idle machine and with one busy process alongside (``python
 run is its own process; the configurations are interleaved over ``--rounds`` rounds, and the table gives medians of
 the runs' median step times and their ratios to ``OMP_WAIT_POLICY=PASSIVE`` measured in the same rounds.
 
-    flock /tmp/spikeforge-bench.lock python benchmarks/first_use.py             # writes the "first_use" section
+    python benchmarks/first_use.py             # writes the "first_use" section
     python benchmarks/first_use.py --rounds 1 --steps 5 --no-write               # quick look, prints only
 """
 
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     body = [
         "## First use: a user's own training loop, no environment variable",
         "",
-        "`flock /tmp/spikeforge-bench.lock python benchmarks/first_use.py"
+        "`python benchmarks/first_use.py"
         f"{'' if args.rounds == 5 else f' --rounds {args.rounds}'}{'' if args.steps == 12 else f' --steps {args.steps}'}`"
         f" · {machine_line()} · {time.strftime('%Y-%m-%d %H:%M', time.gmtime(t_start))} UTC · load average "
         f"{load0:.1f} at start, {load1:.1f} at end",

@@ -14,7 +14,7 @@ Each library is timed in its own process with the environment the script was sta
 variable such as OMP_WAIT_POLICY, which would change every library's speed: see docs/benchmarks.md), and the
 processes are interleaved over ``--rounds`` rounds; a cell is the median over the rounds of each process's median.
 
-Run:  flock /tmp/spikeforge-bench.lock python benchmarks/neurons.py   (writes the "neurons" section)
+Run:  python benchmarks/neurons.py   (writes the "neurons" section)
       python benchmarks/neurons.py --quick --rounds 1                  (smaller inputs, prints only)
 """
 
@@ -299,7 +299,7 @@ def main(argv=None) -> int:
     body = [
         "## neurons: LIF forward + backward (CPU)",
         "",
-        f"`flock /tmp/spikeforge-bench.lock python benchmarks/neurons.py{flags}` · {machine_line()} · float32 · "
+        f"`python benchmarks/neurons.py{flags}` · {machine_line()} · float32 · "
         f"each library in its own process, {args.rounds} interleaved rounds, median of {args.repeat} runs after 2 "
         f"warm-up runs per process · OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')} · "
         f"load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end (other jobs share the cores when "

@@ -19,4 +19,5 @@ run benchmarks/models_bench.py
 run benchmarks/first_use.py
 if [ -n "${1:-}" ]; then
     run benchmarks/train_bench.py --data-dir "$1" --phase speed
+    run benchmarks/methods.py --data-dir "$1" --train-subset 4000 --test-subset 1000 --memory-T 4,8,32 --steps 3
 fi

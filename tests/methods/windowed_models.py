@@ -154,7 +154,7 @@ if __name__ == "__main__":
     for i, (method, kwargs) in enumerate(RUNS):
         net = build()
         run(net, net, x, y, 1.0, method, kwargs)
-        got = torch.load(f"{path}/ddp{i}.pt")
+        got = torch.load(f"{path}/ddp{i}.pt", weights_only=True)
         print("maxdiff", max(float((v - got[k]).abs().max()) for k, v in net.state_dict().items()))
 '''
 
