@@ -81,14 +81,30 @@ def spawn(config: Path, overrides: list[str], data_dir: str | None) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def baseline_overrides(config: Path) -> list[str]:
+    """BPTT on a method's config: no method options; a single-step method's deployed T as BPTT's T."""
+    import yaml
+
+    method = (yaml.safe_load(config.read_text()) or {}).get("method") or {}
+    out = ["method.name=bptt", "method.kwargs={}"]
+    eval_T = (method.get("kwargs") or {}).get("eval_T")
+    if eval_T is None and method.get("name") == "noise_single_step":
+        from spikeforge.methods import create_method
+
+        eval_T = create_method("noise_single_step").config.eval_T
+    if eval_T is not None:
+        out.append(f"model.T={eval_T}")
+    return out
+
+
 def accuracy_table(methods, args) -> str:
-    budget = [f"data.train_subset={args.train_subset}", f"data.test_subset={args.test_subset}",
+    budget = [f"data.train_subset={args.train_subset}", f"data.test_subset={args.test_subset}", "data.eval_batch_size=32",
               f"run.epochs={args.epochs}", "run.plots=false", "run.progress=false", "run.device=cpu"]
     rows, baselines = [], {}
     for name in methods:
         config = method_config(name)
         if config not in baselines:
-            baselines[config] = spawn(config, budget + ["method.name=bptt"], args.data_dir)
+            baselines[config] = spawn(config, budget + baseline_overrides(config), args.data_dir)
             print(f"bptt on {config.name}: {baselines[config]}", file=sys.stderr)
         r = baselines[config] if name == "bptt" else spawn(config, budget + [f"method.name={name}"], args.data_dir)
         print(f"{name}: {r}", file=sys.stderr)
@@ -107,14 +123,15 @@ def accuracy_table(methods, args) -> str:
             f"{r['rss_rise_mb'] / max(b['rss_rise_mb'], 1e-9):.2f}x | {dep} |")
     return (f"### Accuracy and cost (train subset {args.train_subset}, test subset {args.test_subset}, "
             f"{args.epochs} epoch(s), every run in its own process, one after the other)\n\n"
-            + "\n".join(lines) + "\n\nRatios compare each method with BPTT on the same config file, measured in "
-            "this invocation. RSS rise: peak RSS during training minus the RSS after loading the data once and training one
-2-sample step (which compiles the kernels).")
+            + "\n".join(lines) + "\n\nRatios compare each method with BPTT on the same config file (a single-step "
+            "method's BPTT runs at the method's deployed T), measured in "
+            "this invocation. Evaluation runs in batches of 32 so that the RSS rise is the training's. RSS rise: peak RSS during training minus the RSS after loading the data once and training one "
+            "2-sample step (which compiles the kernels).")
 
 
 def memory_table(methods, args) -> str:
     Ts = [int(t) for t in args.memory_T.split(",")]
-    budget = ["data.train_subset=1024", "data.test_subset=128", "run.epochs=1", f"run.max_steps_per_epoch={args.steps}",
+    budget = ["data.train_subset=1024", "data.test_subset=64", "data.eval_batch_size=4", "run.epochs=1", f"run.max_steps_per_epoch={args.steps}",
               "run.plots=false", "run.progress=false", "run.device=cpu", "run.checkpoint_every_steps=0"]
     lines = ["| method | config | " + " | ".join(f"T={t}" for t in Ts) + f" | T={Ts[-1]} / T={Ts[0]} |",
              "|---|---|" + "---:|" * (len(Ts) + 1)]
@@ -134,7 +151,9 @@ def memory_table(methods, args) -> str:
         ratio = f"{rises[-1] / rises[0]:.2f}x" if rises[0] and rises[-1] is not None else "n/a"
         lines.append(f"| {name} | {config.relative_to(ROOT)} | " + " | ".join(cells) + f" | {ratio} |")
     return (f"### Peak RSS rise (MB) vs T ({args.steps} training steps of batch 128, each in its own process)\n\n"
-            + "\n".join(lines) + "\n\nn/a: the method does not train at that T (e.g. a single-step method).")
+            + "\n".join(lines) + "\n\nn/a: the method does not train at that T (e.g. a single-step method). The "
+            "test set (64 samples) is evaluated in batches of 4, so that evaluation at T=32 stays below a training "
+            "step's memory.")
 
 
 def main() -> None:
@@ -157,19 +176,18 @@ def main() -> None:
     from spikeforge.methods import METHODS
 
     methods = args.methods.split(",") if args.methods else ["bptt"] + [m for m in METHODS.list() if m != "bptt"]
-    parts = []
-    if args.table in ("all", "accuracy"):
-        parts.append(accuracy_table(methods, args))
-    if args.table in ("all", "memory"):
-        parts.append(memory_table(methods, args))
     cmd = "python benchmarks/methods.py --data-dir ../shared/data " + " ".join(
         a for a in sys.argv[1:] if not a.startswith("--data-dir") and a != args.data_dir)
-    body = (f"## methods: every training method side by side\n\nCommand: `{cmd.strip()}` · {machine_line()}\n\n"
-            + "\n\n".join(parts))
-    if args.no_write:
-        print(body)
-    else:
-        write_section("methods", body)
+    head = f"Command: `{cmd.strip()}` · {machine_line()} · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
+    sections = []  # each table is its own section, so one can be re-run alone
+    if args.table in ("all", "accuracy"):
+        sections.append(("methods", "## methods: every training method side by side\n\n" + head
+                         + accuracy_table(methods, args)))
+    if args.table in ("all", "memory"):
+        sections.append(("methods_memory", head + memory_table(methods, args)))
+    for name, body in sections:
+        if not args.no_write:
+            write_section(name, body)
         print(body)
 
 
