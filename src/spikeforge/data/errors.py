@@ -13,12 +13,14 @@ class CorruptFileError(DataError):
     Example:
         >>> str(CorruptFileError("a.bin", "7 bytes is not a whole number of 5-byte events"))
         'a.bin: 7 bytes is not a whole number of 5-byte events'
+        >>> str(CorruptFileError("b.pkl", "cannot parse 'U\\x0bdata\\n'"))  # a quoted newline stays on one line
+        "b.pkl: cannot parse 'U\\x0bdata '"
     """
 
     def __init__(self, path, what: str):
         self.path = str(path)
-        self.what = what
-        super().__init__(f"{self.path}: {what}")
+        self.what = " ".join(str(what).split("\n"))  # one line, even when it quotes bytes of the file
+        super().__init__(f"{self.path}: {self.what}")
 
 
 class UnknownFormatError(CorruptFileError):
