@@ -67,22 +67,31 @@ def test_card_check_1_weights_share_storage_after_optimizer_steps():
     assert not any(isinstance(m, IF) for m in net.ann.modules())
 
 
-def _relu_ann(snn):
-    """An independent ReLU ANN: a deep copy of the SNN with every IF replaced by nn.ReLU."""
+class _Clip(torch.nn.Module):
+    def __init__(self, v_th):
+        super().__init__()
+        self.v_th = v_th
+
+    def forward(self, z):
+        return torch.minimum(torch.relu(z) / self.v_th, torch.ones_like(z))
+
+
+def _relu_ann(snn, activation="relu"):
+    """An independent ANN: a deep copy of the SNN with every IF replaced by ReLU (or the clipped rate)."""
     ann = copy.deepcopy(snn)
     for path, m in list(ann.named_modules()):
         if isinstance(m, IF):
-            ann.set_submodule(path, torch.nn.ReLU())
+            ann.set_submodule(path, torch.nn.ReLU() if activation == "relu" else _Clip(m.v_threshold))
     return ann
 
 
-@pytest.mark.parametrize("bn_eval", [False, True])
-def test_card_check_2_gradient_is_the_straight_through_ann(bn_eval):
+@pytest.mark.parametrize("bn_eval, activation", [(False, "relu"), (True, "relu"), (False, "clip")])
+def test_card_check_2_gradient_is_the_straight_through_ann(bn_eval, activation):
     """grads on the shared weights == those of the ReLU ANN whose output is forced to the SNN's: y = y_ann +
     (c - y_ann).detach(); and the loss is the SNN output's loss."""
     snn = tiny_snn(dtype=torch.float64, v_threshold=0.5)
     x, y = batch(torch.float64)
-    ref_ann, ref_snn = _relu_ann(snn), copy.deepcopy(snn)
+    ref_ann, ref_snn = _relu_ann(snn, activation), copy.deepcopy(snn)
     if bn_eval:  # frozen BatchNorm (running statistics from a few batches first)
         with torch.no_grad():
             for _ in range(3):
@@ -98,7 +107,7 @@ def test_card_check_2_gradient_is_the_straight_through_ann(bn_eval):
     loss_ref.backward()
     ref_grads = {k: p.grad for k, p in ref_ann.named_parameters()}
 
-    method = create_method("proxy", {"bn_eval_from_epoch": 1 if bn_eval else 0})
+    method = create_method("proxy", {"bn_eval_from_epoch": 1 if bn_eval else 0, "ann_activation": activation})
     net = method.prepare(snn)
     res = method.train_step(net, x, y, ctx())
     assert torch.allclose(res.loss, loss_ref.detach(), rtol=1e-12, atol=0)
@@ -182,5 +191,7 @@ def test_a_layer_the_ann_cannot_mirror_is_one_error_naming_it():
 def test_config_is_validated():
     with pytest.raises(ValueError, match=r"^method.kwargs.bn_eval_from_epoch: got -1; allowed: an integer >= 0"):
         create_method("proxy", {"bn_eval_from_epoch": -1})
+    with pytest.raises(ValueError, match=r"^method.kwargs.ann_activation: got 'tanh'; allowed: relu, clip"):
+        create_method("proxy", {"ann_activation": "tanh"})
     with pytest.raises(ValueError, match=r"^method.kwargs.lr: unknown option of method 'proxy'"):
         create_method("proxy", {"lr": 1})

@@ -12,6 +12,10 @@ through the ANN (``y_ann.data.copy_(c)`` in the notebook):
     y = \mathrm{st}(y_{ann}, c) \;(= c), \qquad
     \frac{\partial L}{\partial W} = \frac{\partial L}{\partial y}\Big|_{y=c}\,\frac{\partial y_{ann}}{\partial W}.
 
+``ann_activation``: ``relu`` (the paper) or ``clip``, :math:`\mathrm{clamp}(z/\vartheta, 0, 1)`, the IF
+neuron's rate for a constant drive, whose zero slope above threshold tells the weights that a saturated neuron
+cannot fire more (with ReLU, training on the full Fashion-MNIST set collapsed: docs/methods/proxy.md).
+
 ``prepare`` returns a :class:`ProxyNet`: ``net(x)`` is the SNN (what is evaluated and deployed) and
 ``net(x, proxy=True)`` the straight-through pass; its ``state_dict`` is the plain model's.  BatchNorm: the SNN
 pass uses batch statistics and updates the running ones (what evaluation uses); the ANN pass normalises with
@@ -46,24 +50,49 @@ from .base import Method, StepContext, StepResult
 from .registry import METHODS
 
 
+ANN_ACTIVATIONS = ("relu", "clip")
+
+
+class ClipRate(nn.Module):
+    """``clamp(z / v_th, 0, 1)``: the IF neuron's firing rate (spikes per step) for a constant drive ``z``."""
+
+    def __init__(self, v_threshold: float):
+        super().__init__()
+        self.v_threshold = float(v_threshold)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return (z / self.v_threshold).clamp(0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"v_threshold={self.v_threshold}"
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
-    """``bn_eval_from_epoch``: from this epoch on (epochs count from 1) every BatchNorm uses its running
-    statistics during training too; 0 keeps batch statistics throughout."""
+    """``bn_eval_from_epoch``: from this epoch on (epochs count from 1) the SNN's BatchNorms use their running
+    statistics during training too; 0 keeps batch statistics throughout.  ``ann_activation``: the ANN's unit
+    at each IF site, ``relu`` (the paper) or ``clip`` (``clamp(z / v_th, 0, 1)``, the IF rate curve)."""
 
     bn_eval_from_epoch: int = 2
+    ann_activation: str = "relu"
 
     def __post_init__(self):
+        if self.ann_activation not in ANN_ACTIVATIONS:
+            raise ValueError(f"method.kwargs.ann_activation: got {self.ann_activation!r}; allowed: "
+                             f"{', '.join(ANN_ACTIVATIONS)}")
         v = self.bn_eval_from_epoch
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f"method.kwargs.bn_eval_from_epoch: got {v!r}; allowed: an integer >= 0 (0 = never)")
 
 
 class ProxyNet(TwinNet):
-    """An IF SNN and its ReLU twin on the same weights."""
+    """An IF SNN and its ReLU (or clipped-rate) twin on the same weights."""
 
-    def __init__(self, snn):
-        super().__init__(snn, lambda path, neuron: nn.ReLU())
+    def __init__(self, snn, ann_activation: str = "relu"):
+        if ann_activation not in ANN_ACTIVATIONS:
+            raise ValueError(f"ann_activation: got {ann_activation!r}; allowed: {', '.join(ANN_ACTIVATIONS)}")
+        super().__init__(snn, lambda path, neuron: nn.ReLU() if ann_activation == "relu" else
+                         ClipRate(neuron.v_threshold))
 
     def _follow_modes(self) -> None:
         super()._follow_modes()
@@ -100,7 +129,7 @@ class Proxy(Method):
 
     def prepare(self, model):
         neuron_sites(model, "proxy", _check_neuron)
-        return ProxyNet(model)
+        return ProxyNet(model, self.config.ann_activation)
 
     def train_step(self, model, x, y, ctx: StepContext) -> StepResult:
         start = self.config.bn_eval_from_epoch
