@@ -7,6 +7,8 @@ per-channel parameters make runs of N neurons: 37 in float64, shorter than ``fus
 parameter rows; 96 in float32, so they run in segment mode (scalar parameters per run, runs cut by the blocks).
 Each dtype thus compiles one mode, and both modes are checked for every cell."""
 
+import zlib
+
 import pytest
 import torch
 
@@ -89,7 +91,7 @@ def test_fused_cpu_equals_reference(case, dtype, monkeypatch):
     seg_mode = fused._segment_mode
     monkeypatch.setattr(fused, "_segment_mode", lambda tabs, itemsize: modes.append(seg_mode(tabs, itemsize))
                         or modes[-1])
-    g = torch.Generator().manual_seed(hash(case) % 1000)
+    g = torch.Generator().manual_seed(zlib.crc32(case.encode()) % 1000)  # str hash() varies per process
     fn, params, state, scale = CASES[case](dtype, g)
     x = (torch.rand(T, B, C, _n(dtype), generator=g) * scale).to(dtype)
     o1, st1, v1, g1 = _run(fn, x, params, state, "cpu", dtype)
@@ -105,7 +107,21 @@ def test_fused_cpu_equals_reference(case, dtype, monkeypatch):
             assert g1[k] is None
             continue
         scale_k = g2[k].abs().max().item()
-        torch.testing.assert_close(g1[k], g2[k], rtol=1e-5, atol=1e-5 * max(scale_k, 1e-30), msg=k)
+        atol = 1e-5 * max(scale_k, 1e-30)
+        if dtype == torch.float32 and k in params:
+            atol += 8 * torch.finfo(dtype).eps * _abs_contributions(fn, x, params, state, k)
+        torch.testing.assert_close(g1[k], g2[k], rtol=1e-5, atol=atol, msg=k)
+
+
+def _abs_contributions(fn, x, params, state, name):
+    """Sum of |per-neuron contributions| to a broadcast parameter's gradient: the scale a float32 reduction's
+    rounding error is proportional to.  Two correct kernels sum the contributions in different orders, so where
+    they cancel (a scalar threshold) the reduced gradient differs by a few ulps of this sum, not of the result."""
+    p = params[name]
+    full = x.shape if p.dim() == x.dim() else x.shape[1:]
+    expanded = dict(params, **{name: p.expand(torch.broadcast_shapes(p.shape, full)).contiguous()})
+    _, _, _, grads = _run(fn, x, expanded, state, "reference", x.dtype)
+    return grads[name].abs().sum().item()
 
 
 def test_fused_backend_rejects_what_it_cannot_run():
