@@ -37,6 +37,15 @@ def median_time(fn, repeat: int = 7, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def read_section(name: str, doc: Path = DOC) -> str | None:
+    """The current body of section ``name`` of docs/benchmarks.md, or None."""
+    begin, end = f"<!-- begin:{name} -->", f"<!-- end:{name} -->"
+    text = doc.read_text() if doc.exists() else ""
+    if begin not in text or end not in text:
+        return None
+    return text.split(begin, 1)[1].split(end, 1)[0]
+
+
 def write_section(name: str, body: str, doc: Path = DOC) -> None:
     """Replace (or append) the section ``name`` of docs/benchmarks.md with ``body``."""
     begin, end = f"<!-- begin:{name} -->", f"<!-- end:{name} -->"

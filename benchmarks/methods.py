@@ -16,6 +16,10 @@ Two tables:
 
     python benchmarks/methods.py --data-dir ../shared/data                       # both tables
     python benchmarks/methods.py --data-dir ../shared/data --table memory --methods bptt,ottt
+
+``--methods`` re-measures only the rows named (plus BPTT on each config they use) and keeps the other rows
+of the accuracy table when the budget is the same; every row is dated, and its ratios are to the BPTT run of
+its own invocation.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _report import machine_line, write_section  # noqa: E402
+from _report import machine_line, read_section, write_section  # noqa: E402
 
 BASE = ROOT / "configs" / "fashion_mnist.yaml"
 
@@ -97,7 +101,33 @@ def baseline_overrides(config: Path) -> list[str]:
     return out
 
 
-def accuracy_table(methods, args) -> str:
+ACC_HEADER = ("| method | config | test acc | T | s / epoch | samples/s | peak RSS MB | RSS rise MB | "
+              "spikes/sample | time vs bptt | memory rise vs bptt | deployed form | measured (UTC) |")
+
+
+def _budget_title(args) -> str:
+    return (f"### Accuracy and cost (train subset {args.train_subset}, test subset {args.test_subset}, "
+            f"{args.epochs} epoch(s), every run in its own process, one after the other)")
+
+
+def kept_rows(section: str | None, title: str, replaced: set[str]) -> dict[str, str]:
+    """Rows of an earlier accuracy table with the same budget, for methods not re-measured now."""
+    if not section or title not in section or ACC_HEADER not in section:
+        return {}
+    from spikeforge.methods import METHODS
+
+    rows = {}
+    for line in section.split(ACC_HEADER, 1)[1].splitlines()[2:]:
+        if not line.startswith("| "):
+            break
+        name = line.split("|")[1].strip()
+        key = f"{name}|{line.split('|')[2].strip()}"
+        if name not in replaced and name in METHODS:
+            rows[key] = line
+    return rows
+
+
+def accuracy_table(methods, args, previous: str | None = None) -> str:
     budget = [f"data.train_subset={args.train_subset}", f"data.test_subset={args.test_subset}", "data.eval_batch_size=32",
               f"run.epochs={args.epochs}", "run.plots=false", "run.progress=false", "run.device=cpu"]
     rows, baselines = [], {}
@@ -109,24 +139,25 @@ def accuracy_table(methods, args) -> str:
         r = baselines[config] if name == "bptt" else spawn(config, budget + [f"method.name={name}"], args.data_dir)
         print(f"{name}: {r}", file=sys.stderr)
         rows.append((name, config, r, baselines[config]))
-    lines = ["| method | config | test acc | T | s / epoch | samples/s | peak RSS MB | RSS rise MB | "
-             "spikes/sample | time vs bptt | memory rise vs bptt | deployed form |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    title = _budget_title(args)
+    table = kept_rows(previous, title, {name for name, *_ in rows} | {"bptt"})
     for name, config, r, b in rows:
         dep = (f"{100 * r['finalized_acc']:.2f}% at T={r['finalized_T']}" if r.get("finalized_acc") is not None
                else "")
-        lines.append(
+        table[f"{name}|{config.relative_to(ROOT)}"] = (
             f"| {name} | {config.relative_to(ROOT)} | {100 * r['test_acc']:.2f}% | {r['T']} | "
             f"{r['train_seconds'] / args.epochs:.1f} | {r['samples_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} | "
             f"{r['rss_rise_mb']:,.0f} | {r['spikes_per_sample']:,.0f} | "
             f"{r['train_seconds'] / b['train_seconds']:.2f}x | "
-            f"{r['rss_rise_mb'] / max(b['rss_rise_mb'], 1e-9):.2f}x | {dep} |")
-    return (f"### Accuracy and cost (train subset {args.train_subset}, test subset {args.test_subset}, "
-            f"{args.epochs} epoch(s), every run in its own process, one after the other)\n\n"
-            + "\n".join(lines) + "\n\nRatios compare each method with BPTT on the same config file (a single-step "
-            "method's BPTT runs at the method's deployed T), measured in "
-            "this invocation. Evaluation runs in batches of 32 so that the RSS rise is the training's. RSS rise: peak RSS during training minus the RSS after loading the data once and training one "
-            "2-sample step (which compiles the kernels).")
+            f"{r['rss_rise_mb'] / max(b['rss_rise_mb'], 1e-9):.2f}x | {dep} | {stamp} |")
+    order = sorted(table, key=lambda k: (k.split("|")[0] != "bptt", k))
+    lines = [ACC_HEADER, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"] + [table[k] for k in order]
+    return (title + "\n\n" + "\n".join(lines) + "\n\nRatios compare each method with BPTT on the same config file "
+            "(a single-step method's BPTT runs at the method's deployed T), measured in the same invocation as the "
+            "row (same `measured` time; rows re-measured with `--methods` keep the others). Evaluation runs in "
+            "batches of 32 so that the RSS rise is the training's. RSS rise: peak RSS during training minus the "
+            "RSS after loading the data once and training one 2-sample step (which compiles the kernels).")
 
 
 def memory_table(methods, args) -> str:
@@ -178,11 +209,12 @@ def main() -> None:
     methods = args.methods.split(",") if args.methods else ["bptt"] + [m for m in METHODS.list() if m != "bptt"]
     cmd = "python benchmarks/methods.py --data-dir ../shared/data " + " ".join(
         a for a in sys.argv[1:] if not a.startswith("--data-dir") and a != args.data_dir)
-    head = f"Command: `{cmd.strip()}` · {machine_line()} · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
+    head = f"Command: `{cmd.strip()}` (with `--methods`: re-measures those rows only) · {machine_line()} · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
     sections = []  # each table is its own section, so one can be re-run alone
     if args.table in ("all", "accuracy"):
+        previous = read_section("methods") if args.methods else None
         sections.append(("methods", "## methods: every training method side by side\n\n" + head
-                         + accuracy_table(methods, args)))
+                         + accuracy_table(methods, args, previous)))
     if args.table in ("all", "memory"):
         sections.append(("methods_memory", head + memory_table(methods, args)))
     for name, body in sections:
