@@ -78,9 +78,27 @@ def build_model(cfg: TrainConfig, arrays: Arrays) -> torch.nn.Module:
                         T=cfg.model.T, **kw)
 
 
+def param_groups(cfg: TrainConfig, model: torch.nn.Module) -> list[dict]:
+    """Optimiser groups: every module with a ``param_groups(lr)`` method (GLIF: gates at lr/10, no weight decay)
+    gets its own groups; the rest share ``optim.lr`` and ``optim.weight_decay``.  Each group records
+    ``lr_scale`` (its lr / ``optim.lr``) so the schedule keeps the ratios."""
+    lr, groups, seen = cfg.optim.lr, [], set()
+    for m in model.modules():
+        fn = getattr(m, "param_groups", None)
+        if not callable(fn) or isinstance(m, torch.optim.Optimizer):
+            continue
+        for g in fn(lr):
+            ps = [p for p in g["params"] if p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for p in ps)
+            if ps:
+                groups.append({**g, "params": ps, "lr_scale": g.get("lr", lr) / lr if lr else 1.0})
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
+    return ([{"params": rest, "lr_scale": 1.0}] if rest or not groups else []) + groups
+
+
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     o = cfg.optim
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = param_groups(cfg, model)
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                                nesterov=o.nesterov)
@@ -449,7 +467,7 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optim
 
             lr = lr_at(cfg, global_step, steps_per_epoch)
             for g in optimizer.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g.get("lr_scale", 1.0)
             optimizer.zero_grad(set_to_none=True)
             # DDP averages gradients over processes; weight each shard so the result is the global mean
             res = method.train_step(ddp_model, xb, yb, StepContext(
@@ -527,6 +545,8 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optim
         finalized = evaluate(deployed, arrays.x_test, arrays.y_test, cfg, arrays.sequence, ctx, device)
         log(f"finalized ({cfg.method.name}): test accuracy {100 * finalized['test_acc']:.2f}% at "
             f"T={len(finalized['acc_per_step'])} · {finalized['spikes_per_sample']:,.0f} spikes/sample")
+    if main and callable(getattr(method, "write_artifacts", None)):  # a method's own plots/reports in the run folder
+        method.write_artifacts(run.path, deployed)
     seconds = time.perf_counter() - t_start
     result = {"run_dir": str(run.path), "final": final, "best_acc": best_acc, "best_epoch": best_epoch,
               "seconds": seconds, "finalized": finalized}
