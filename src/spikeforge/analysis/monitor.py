@@ -1,5 +1,11 @@
 """Firing-rate monitor: spikes per layer per time step, without touching the model's code.
 
+Every spikeforge neuron computes through ``_seq`` — both ``forward`` (a whole sequence) and ``.step`` (one
+step, as SCTFA and the LMU run their neurons) — so :class:`NeuronTap` wraps that one method on each neuron
+instance while it is open (and forward-hooks any other module it is given).  A call with ``state=None`` starts
+a sequence at t = 0; a call that carries a state continues at the next step.  The energy counters use the same
+tap.
+
 Example:
     >>> import torch
     >>> from torch import nn
@@ -21,41 +27,106 @@ import torch
 from torch import nn
 
 
+def spiking_types() -> tuple[type, ...]:
+    """Module types whose output is spikes: every neuron (:class:`~spikeforge.neurons.base.BaseNeuron`) and the
+    layers that fuse a synapse with a neuron (STCB) or pair neurons (LIFBPair, from ``decouple_lifb``)."""
+    from ..layers.stcb import STCB
+    from ..neurons.base import BaseNeuron
+    from ..neurons.lifb import LIFBPair
+
+    return BaseNeuron, STCB, LIFBPair
+
+
+def neuron_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Every spiking module of ``model`` (:func:`spiking_types`) by qualified name."""
+    types_ = spiking_types()
+    return {n: m for n, m in model.named_modules() if isinstance(m, types_)}
+
+
+class NeuronTap:
+    """Call ``fn(name, module, x_seq, s_seq, t0)`` after every neuron computation in ``modules``: ``x_seq`` is
+    the input ``[T', B, ...]``, ``s_seq`` the output spikes ``[T', B, ...]`` (``T' = 1`` for a ``.step``) and
+    ``t0`` the time index of its first step.  Spikeforge neurons are tapped at ``_seq`` (``forward`` and
+    ``.step`` alike); other modules through a forward hook (their output's first element, ``t0 = 0``).
+    :meth:`close` restores the modules."""
+
+    def __init__(self, modules: dict[str, nn.Module], fn):
+        from ..neurons.base import BaseNeuron
+
+        self._fn = fn
+        self._t: dict[str, int] = {}
+        self._patched: list[tuple[nn.Module, object]] = []
+        self._handles = []
+        for name, m in modules.items():
+            if isinstance(m, BaseNeuron):
+                self._patched.append((m, m.__dict__.get("_seq")))
+                m._seq = self._wrap(name, m, m._seq)
+            else:
+                self._handles.append(m.register_forward_hook(self._hook(name)))
+
+    def _wrap(self, name, module, seq):
+        def _seq(x_seq, state, return_v):
+            out = seq(x_seq, state, return_v)
+            t0 = 0 if state is None else self._t.get(name, 0)
+            s = out[0]
+            self._t[name] = t0 + s.shape[0]
+            self._fn(name, module, x_seq, s, t0)
+            return out
+
+        _seq.spikeforge_tap = True
+        return _seq
+
+    def _hook(self, name):
+        def hook(module, inputs, output):
+            s = output[0] if isinstance(output, tuple) else output
+            self._fn(name, module, inputs[0] if inputs else None, s, 0)
+
+        return hook
+
+    def close(self) -> None:
+        for m, previous in self._patched:
+            if previous is None:
+                m.__dict__.pop("_seq", None)
+            else:
+                m._seq = previous
+        self._patched = []
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
 class FiringRateMonitor:
-    """Attach forward hooks to every neuron module (or those given) and accumulate spike counts.
+    """Count spikes of every neuron module (or those given), per time step, through a :class:`NeuronTap`.
 
     ``counts[name]`` is a float64 tensor ``[T]`` of total spikes per time step, ``neurons[name]`` the number
     of neurons per sample, ``samples[name]`` the number of samples seen.  State lives in the monitor, never in
-    the model; :meth:`close` (or leaving the ``with`` block) removes the hooks.
+    the model; :meth:`close` (or leaving the ``with`` block) restores the model.
     """
 
     def __init__(self, model: nn.Module, modules: dict[str, nn.Module] | None = None):
-        from ..neurons.base import BaseNeuron
-
         if modules is None:
-            modules = {n: m for n, m in model.named_modules() if isinstance(m, BaseNeuron)}
+            modules = neuron_modules(model)
         if not modules:
             raise ValueError("FiringRateMonitor: the model has no neuron modules to monitor")
         self.counts: dict[str, torch.Tensor] = {}
         self.neurons: dict[str, int] = {}
         self.samples: dict[str, int] = {}
-        self._handles = [m.register_forward_hook(self._hook(name)) for name, m in modules.items()]
+        self._tap = NeuronTap(modules, self._record)
 
-    def _hook(self, name):
-        def hook(module, inputs, output):
-            s = output[0] if isinstance(output, tuple) else output
-            with torch.no_grad():
-                T, B = s.shape[0], s.shape[1]
-                per_t = s.detach().reshape(T, -1).sum(1).double().cpu()
-            if name in self.counts and self.counts[name].shape[0] == T:
-                self.counts[name] += per_t
-                self.samples[name] += B
-            else:
-                self.counts[name] = per_t
-                self.samples[name] = B
-            self.neurons[name] = s[0, 0].numel()
-
-        return hook
+    def _record(self, name, module, x_seq, s, t0):
+        with torch.no_grad():
+            T, B = s.shape[0], s.shape[1]
+            per_t = s.detach().reshape(T, -1).sum(1).double().cpu()
+        c = self.counts.get(name)
+        if c is None:
+            c = self.counts[name] = torch.zeros(0, dtype=torch.float64)
+            self.samples[name] = 0
+        if c.shape[0] < t0 + T:
+            c = self.counts[name] = torch.cat([c, c.new_zeros(t0 + T - c.shape[0])])
+        c[t0:t0 + T] += per_t
+        if t0 == 0:
+            self.samples[name] += B
+        self.neurons[name] = s[0, 0].numel()
 
     def reset(self) -> None:
         self.counts.clear()
@@ -80,9 +151,7 @@ class FiringRateMonitor:
         return sum(float(c.sum()) / self.samples[n] for n, c in self.counts.items())
 
     def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        self._tap.close()
 
     def __enter__(self):
         return self
