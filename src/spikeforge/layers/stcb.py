@@ -8,24 +8,34 @@ binary spikes and accumulate-only synapses, trained with an "equivalent gradient
 [inferred] One STCB, input spike train :math:`S_{l-1} \in \{0,1\}^{T \times C \times H \times W}`:
 
 1. spatial conversion, per step: :math:`I_t = BN(Conv(S_{l-1}[t]))`;
-2. temporal conversion, LIF with a learnable decay :math:`\lambda = \sigma(w) \in (0, 1)` (or a fixed
-   ``decay``; ``decay=1`` is IF):
+2. temporal conversion, LIF with a fixed ``decay`` :math:`\lambda` (``decay=1`` is IF, the default) or a
+   learnable one, :math:`\lambda = \sigma(w) \in (0, 1)` (``learn_decay=True``):
    hard reset :math:`u_t = \lambda u_{t-1}(1 - s_{t-1}) + I_t` (the card), or soft reset
    :math:`u_t = \lambda(u_{t-1} - \theta s_{t-1}) + I_t`; :math:`s_t = H(u_t - \theta)`;
 3. equivalent gradient (``gradient="equivalent"``): the forward emits the exact spikes, the backward treats
-   the block as the map from the mean current :math:`\bar I = \frac1T\sum_t I_t` to the spike count
-   :math:`n = \sum_t s_t \approx T\,r(\bar I)`:
-   :math:`\partial L/\partial I_t = \frac{g(\bar I)}{T}\cdot\frac{1}{T}\sum_{t'} \partial L/\partial s_{t'}` with
-   :math:`g = dn/d\bar I = T\,r'(\bar I)`; for a loss on the count this is
-   :math:`(\partial L/\partial n)\, g(\bar I)/T`.  The cost is independent of T (no BPTT).
-   The rate :math:`r` [inferred] is the continuous relaxation of the LIF firing period for a constant
-   current: for :math:`\lambda = 1`, :math:`r = \mathrm{clip}(\bar I/\theta, 0, 1)` (:math:`g = T/\theta` inside
-   the firing range, 0 outside — the card's example; exact in expectation for soft reset with a uniformly
-   jittered initial membrane); for :math:`\lambda < 1`, the period :math:`k` solves
-   :math:`\bar I (1 - \lambda^k)/(1 - \lambda) = \theta`, :math:`k = \ln(1 - \theta(1-\lambda)/\bar I)/\ln\lambda`,
-   :math:`r = \min(1, 1/k)` for :math:`\bar I > \theta(1 - \lambda)`, else 0; the decay also gets its gradient
-   through :math:`r`.
+   the block as the map from the mean current :math:`\bar I = \frac1T\sum_t I_t` to the expected spike count
+   :math:`N(\bar I) = E_{v_0}[n]`, :math:`n = \sum_t s_t`, for a constant current :math:`\bar I` and an
+   initial membrane jittered uniformly, :math:`v_0 \sim U(0, \theta)`:
+   :math:`\partial L/\partial I_t = \frac{N'(\bar I)}{T}\cdot\frac{1}{T}\sum_{t'} \partial L/\partial s_{t'}`
+   (for a loss on the count, :math:`(\partial L/\partial n)\,N'(\bar I)/T`).  The cost is independent of T
+   (no BPTT).  [inferred] :math:`N` is computed exactly for hard reset (any :math:`\lambda \in (0, 1]`): before the first spike :math:`u_t = \lambda^t v_0 + \bar I S_t`,
+   :math:`S_t = \sum_{j<t}\lambda^j`, so :math:`F_t = P(t_1 \le t) =
+   \mathrm{clip}(1 - (\theta - \bar I S_t)/(\lambda^t\theta), 0, 1)`; after a spike the membrane
+   restarts from 0 and fires again every :math:`p = \min\{j: \bar I S_j \ge \theta\}` steps, so
+   :math:`N = \sum_t (F_t - F_{t-1})(1 + \lfloor (T - t)/p \rfloor)`.  :math:`N'` is its derivative
+   (through :math:`F`; :math:`p` is piecewise constant, so the jumps of the finite-T staircase where :math:`p`
+   changes carry no gradient), and the decay gets its gradient through :math:`F` too.  Soft reset with IF
+   (:math:`\lambda = 1`): :math:`N = T\,\mathrm{clip}(\bar I/\theta, 0, 1)`, also exact.  Soft reset with
+   :math:`\lambda < 1` has no closed form here and uses the continuous-rate slope of :func:`stcb_rate`
+   (an approximation: it is not the derivative of the expected count).
    ``gradient="surrogate"`` instead backpropagates through time with the named surrogate (for comparison).
+
+Defaults: IF with soft reset (``decay=1, learn_decay=False, reset="soft"``), not the card's leaky hard-reset
+block.  Why: for hard reset the exact expected count is a staircase in :math:`\bar I` (the period :math:`p` is
+an integer), so its derivative is zero on wide plateaus (T=8, :math:`\lambda=0.5`: every current in
+[2/3, 1) gives exactly 4 spikes for every :math:`v_0`) and the equivalent gradient vanishes there; the card's
+example slope :math:`g = T/\theta` inside the firing range is exactly the IF soft-reset one.  The card's block
+stays available (``decay=0.5, learn_decay=True, reset="hard"``) with its exact gradient.
 
 Readout [inferred]: spike counts of the last block -> FC -> CE.  Not verified against the paper's numbers.
 
@@ -91,15 +101,48 @@ def stcb_temporal(i_seq: torch.Tensor, decay, theta: float = 1.0, reset: str = "
         return run(i_seq, lam)
     with torch.no_grad():
         s = run(i_seq, lam.detach() if torch.is_tensor(lam) else lam)
-    r = stcb_rate(i_seq.mean(0), decay, theta)
-    return s + (r - r.detach()).unsqueeze(0)                 # value: the exact spikes; gradient: via r
+    n = stcb_expected_count(i_seq.mean(0), decay, T, theta, reset)
+    return s + ((n - n.detach()) / T).unsqueeze(0)           # value: the exact spikes; gradient: via E[n]
+
+
+def stcb_expected_count(i_bar: torch.Tensor, decay, T: int, theta: float = 1.0, reset: str = "hard") -> torch.Tensor:
+    """The expected spike count over ``T`` steps of the STCB's LIF for a constant current ``i_bar`` and an initial
+    membrane ``v0 ~ U(0, theta)`` (exact for hard reset and for soft-reset IF; see the module docstring), as a
+    differentiable function of ``i_bar`` and ``decay``: its gradient is the block's equivalent gradient."""
+    if reset not in ("hard", "soft"):
+        raise ValueError(f"reset: unknown value {reset!r}; available: hard, soft")
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T: expected an integer >= 1, got {T!r}")
+    if reset == "soft":
+        return T * stcb_rate(i_bar, decay, theta)
+    lam = decay.to(i_bar.dtype) if torch.is_tensor(decay) else torch.tensor(float(decay), dtype=i_bar.dtype,
+                                                                             device=i_bar.device)
+    j = torch.arange(T, dtype=i_bar.dtype, device=i_bar.device)
+    lam_j = lam ** j                                          # lambda^0 .. lambda^(T-1)
+    S = lam_j.cumsum(0)                                       # S_t = sum_{j<t} lambda^j, t = 1..T
+    lam_t = lam_j * lam                                       # lambda^t
+    view = (T,) + (1,) * i_bar.dim()
+    i = i_bar.unsqueeze(0)
+    # P(u_t >= theta) before any spike, u_t = lambda^t v0 + I S_t, v0 ~ U(0, theta); F_t = P(first spike <= t)
+    # (u_t rises with t whenever v0 < theta <= I / (1 - lambda), and never fires otherwise, so P(u_t >= theta) is
+    # already the cumulative P(t1 <= t))
+    F = (1.0 - (theta - i * S.view(view)) / (lam_t.view(view) * theta)).clamp(0.0, 1.0)
+    dF = torch.diff(F, dim=0, prepend=torch.zeros_like(F[:1]))
+    with torch.no_grad():                                     # spikes after the first: every p steps
+        hits = i * S.view(view) >= theta
+        period = torch.where(hits.any(0), hits.to(torch.int8).argmax(0) + 1, torch.full_like(i_bar, T + 1,
+                                                                                             dtype=torch.long))
+        t = torch.arange(1, T + 1, device=i_bar.device).view(view)
+        after = 1 + torch.div(T - t, period.unsqueeze(0), rounding_mode="floor")
+    return (dF * after.to(dF.dtype)).sum(0)
 
 
 class STCB(nn.Module):
-    """Spatial conversion (conv + BN per step) then temporal conversion (LIF, learnable decay) -> spikes."""
+    """Spatial conversion (conv + BN per step) then temporal conversion (IF/LIF, optionally learnable decay) ->
+    spikes."""
 
     def __init__(self, in_channels: int, out_channels: int, T: int, kernel_size: int = 3, stride: int = 1,
-                 decay: float = 0.5, learn_decay: bool = True, v_threshold: float = 1.0, reset: str = "hard",
+                 decay: float = 1.0, learn_decay: bool = False, v_threshold: float = 1.0, reset: str = "soft",
                  gradient: str = "equivalent", surrogate: str = "atan", norm: str = "bn"):
         super().__init__()
         check_number("decay", decay, low=0.0, low_inclusive=False, high=1.0)
