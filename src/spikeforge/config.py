@@ -69,6 +69,10 @@ class DataConfig:
     ``train_subset``/``test_subset`` > 0 keep only the first N samples (quick runs and tests).
     ``drop_last`` drops an epoch's last batch when it is smaller than ``batch_size`` (needed under DDP when
     that batch would hold fewer samples than there are processes).
+    ``loader``: ``memory`` (whole set in RAM), ``stream`` (a DataLoader with ``num_workers`` processes, see
+    docs/data.md) or ``auto`` (memory when the set fits, else stream; the run records which). ``rrc``/``rrc_flip``:
+    random-resized crop (and flip) of image folders on the streaming path. ``bad_files``: ``fail`` on an
+    unreadable file, or ``skip`` it and count it (``skipped_samples`` in the metrics).
     """
 
     name: str = "digits"
@@ -83,6 +87,9 @@ class DataConfig:
     test_subset: int = 0
     drop_last: bool = False
     options: dict = field(default_factory=dict)
+    loader: str = "auto"
+    num_workers: int = 2
+    bad_files: str = "fail"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -91,7 +98,10 @@ class DataConfig:
             _fail("data.data_dir", self.data_dir, "a folder path or null")
         _check_int("data.batch_size", self.batch_size, 1)
         _check_int("data.eval_batch_size", self.eval_batch_size, 1)
-        _check_choice("data.augment", self.augment, ("none", "crop", "crop_flip"))
+        _check_choice("data.augment", self.augment, ("none", "crop", "crop_flip", "rrc", "rrc_flip"))
+        _check_choice("data.loader", self.loader, ("auto", "memory", "stream"))
+        _check_int("data.num_workers", self.num_workers, 0)
+        _check_choice("data.bad_files", self.bad_files, ("fail", "skip"))
         _check_int("data.crop_padding", self.crop_padding, 0)
         _check_int("data.frames", self.frames, 0)
         _check_int("data.train_subset", self.train_subset, 0)
