@@ -34,7 +34,13 @@ def test_fold_is_exact_on_every_zoo_ann_twin(name):
     meta = MODELS.get(name).meta
     kw = dict(meta.get("tiny", {}))
     kw.setdefault("in_channels", meta.get("defaults", {}).get("in_channels", 3))
-    ann = _randomise_bn_(create_model(name, num_classes=5, neuron="relu", T=1, **kw))
+    try:
+        ann = create_model(name, num_classes=5, neuron="relu", T=1, **kw)
+    except ValueError as e:
+        if str(e).startswith("model.neuron:"):
+            pytest.skip(f"{name} has no ANN twin: {e}")
+        raise
+    ann = _randomise_bn_(ann)
     x = torch.rand(3, *meta.get("tiny_input", (kw["in_channels"], 16, 16)))
     folded = fold_batchnorm(ann)
     assert not any(isinstance(m, FOLDABLE_BN) for m in folded.modules())

@@ -22,3 +22,6 @@ __all__ += ["HoyerSpike", "LIFB", "LIFBPair", "decouple_lifb", "MultiLevel", "NI
 from .noisy_if import NoisyIF  # noqa: E402
 
 __all__ += ["NoisyIF"]
+from .activations import QCFS, Clip, ReLU  # noqa: E402  (ANN-twin activations, issue 16)
+
+__all__ += ["ReLU", "Clip", "QCFS"]
