@@ -60,7 +60,7 @@ from typing import NamedTuple
 import torch
 
 __all__ = ["BATSOutput", "bats_layer", "bats_layer_reference", "check_spike_times", "check_bats_params",
-           "sort_spikes"]
+           "sort_spikes", "spike_count_loss", "ttfs_loss"]
 
 
 class BATSOutput(NamedTuple):
@@ -269,3 +269,30 @@ def bats_layer(t_in: torch.Tensor, weight: torch.Tensor, tau_s: float, theta: fl
     times, counts, dropped = BATSLayerFn.apply(t_in, weight, float(tau_s), float(theta), float(delta_theta),
                                                float(t_max), int(max_spikes))
     return BATSOutput(times, counts, dropped)
+
+
+# ---------------------------------------------------------------------------------------------- losses
+def spike_count_loss(out: BATSOutput, y: torch.Tensor, n_true: float = 15.0, n_false: float = 3.0) -> torch.Tensor:
+    r"""The code's spike-count loss :math:`\frac{1}{B}\sum_b \frac12 \sum_i (n^{target}_{bi} - n_{bi})^2`
+    (``n_true`` spikes for the label, ``n_false`` for the others).  Its gradient is the code's heuristic: each
+    output spike of neuron :math:`i` gets the time error :math:`\partial L/\partial t = (n^{target} - n)/B`
+    (too few spikes: move them earlier, which makes room for more)."""
+    n = out.counts.to(out.times.dtype)
+    target = torch.full_like(n, float(n_false))
+    target[torch.arange(len(y), device=y.device), y] = float(n_true)
+    err = (target - n) / len(y)
+    value = 0.5 * ((target - n) ** 2).sum() / len(y)
+    fin = torch.isfinite(out.times)
+    t = torch.where(fin, out.times, torch.zeros_like(out.times))
+    surrogate = (t * err.unsqueeze(-1) * fin).sum()
+    return value + (surrogate - surrogate.detach())
+
+
+def ttfs_loss(out: BATSOutput, y: torch.Tensor, tau: float = 0.005, t_silent: float = 1.0) -> torch.Tensor:
+    r"""Time-to-first-spike cross-entropy (the code's ``TTFSSoftmaxCrossEntropy``): softmax over
+    :math:`-t^{(1)}_i/\tau`.  A silent output neuron counts as a first spike at ``t_silent`` (the end of the
+    simulation; no gradient), where the code's :math:`e^{-\infty} = 0` would make an all-silent sample's loss
+    infinite."""
+    t1 = out.times[..., 0]
+    t1 = torch.where(torch.isfinite(t1), t1, torch.full_like(t1, float(t_silent)))
+    return torch.nn.functional.cross_entropy(-t1 / tau, y)

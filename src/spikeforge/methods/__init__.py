@@ -4,6 +4,8 @@ from . import bptt  # noqa: F401  (registers itself)
 from . import noise_single_step  # noqa: F401
 from . import ottt, tbptt  # noqa: F401
 from . import proxy, snn2ann  # noqa: F401
+from . import bntt_exit  # noqa: F401
+from . import bats, nif  # noqa: F401
 from .base import Method, StepContext, StepResult
 from .registry import METHODS, create_method
 
