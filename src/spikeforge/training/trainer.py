@@ -522,6 +522,7 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optim
             "peak_memory_mb": peak_memory_mb(device), "world_size": ctx.world_size, "global_step": global_step,
             "method": cfg.method.name, "T": len(ev["acc_per_step"]),
         }
+        record.update(getattr(method, "epoch_metrics", dict)())  # a method's own per-epoch fields (bats: dropped)
         final = record
         if main:
             run.append_metrics(record)
