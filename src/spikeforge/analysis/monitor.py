@@ -2,9 +2,10 @@
 
 Every spikeforge neuron computes through ``_seq`` — both ``forward`` (a whole sequence) and ``.step`` (one
 step, as SCTFA and the LMU run their neurons) — so :class:`NeuronTap` wraps that one method on each neuron
-instance while it is open (and forward-hooks any other module it is given).  A call with ``state=None`` starts
-a sequence at t = 0; a call that carries a state continues at the next step.  The energy counters use the same
-tap.
+instance while it is open.  Other spike sources (:func:`spike_sources`: STCB layers, NIF spike-time layers,
+the BATS MLP) are read through a forward hook or the method that returns their spikes.  A neuron call with
+``state=None`` starts a sequence at t = 0; a call that carries a state continues at the next step.  The energy
+counters use the same tap.
 
 Example:
     >>> import torch
@@ -27,14 +28,38 @@ import torch
 from torch import nn
 
 
-def spiking_types() -> tuple[type, ...]:
-    """Module types whose output is spikes: every neuron (:class:`~spikeforge.neurons.base.BaseNeuron`) and the
-    layers that fuse a synapse with a neuron (STCB) or pair neurons (LIFBPair, from ``decouple_lifb``)."""
+def _identity(output):
+    return [("", output[0] if isinstance(output, tuple) else output)]
+
+
+def _fired(z_out):
+    """Single-spike layers (NIF) return spike times ``z``: a neuron fired where ``z`` is finite."""
+    return [("", torch.isfinite(z_out).to(z_out.dtype).unsqueeze(0))]
+
+
+def _bats_layers(outs):
+    return [(f".weights.{i}", o.counts.unsqueeze(0)) for i, o in enumerate(outs)]
+
+
+def spike_sources() -> list[tuple[type, str, object]]:
+    """Where each kind of spiking module emits its spikes: ``(type, where, to_spikes)``; ``where`` is ``"_seq"``
+    (spikeforge neurons: ``forward`` and ``.step`` both compute there), ``"forward"`` (a forward hook) or a
+    method name; ``to_spikes(output) -> [(name suffix, spikes [T', B, ...])]``."""
     from ..layers.stcb import STCB
+    from ..models.spike_time import BATSMLP
     from ..neurons.base import BaseNeuron
     from ..neurons.lifb import LIFBPair
+    from ..neurons.nif import NIFConv2d, NIFLinear
 
-    return BaseNeuron, STCB, LIFBPair
+    return [(BaseNeuron, "_seq", None), (STCB, "forward", _identity), (LIFBPair, "forward", _identity),
+            (NIFLinear, "forward", _fired), (NIFConv2d, "forward", _fired), (BATSMLP, "spike_times", _bats_layers)]
+
+
+def spiking_types() -> tuple[type, ...]:
+    """Module types that emit spikes: every neuron (:class:`~spikeforge.neurons.base.BaseNeuron`), layers that
+    fuse a synapse with a neuron (STCB) or pair neurons (LIFBPair, from ``decouple_lifb``), and the spike-time
+    layers and models (NIF layers, the BATS MLP)."""
+    return tuple(t for t, _, _ in spike_sources())
 
 
 def neuron_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -44,27 +69,32 @@ def neuron_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 
 class NeuronTap:
-    """Call ``fn(name, module, x_seq, s_seq, t0)`` after every neuron computation in ``modules``: ``x_seq`` is
-    the input ``[T', B, ...]``, ``s_seq`` the output spikes ``[T', B, ...]`` (``T' = 1`` for a ``.step``) and
-    ``t0`` the time index of its first step.  Spikeforge neurons are tapped at ``_seq`` (``forward`` and
-    ``.step`` alike); other modules through a forward hook (their output's first element, ``t0 = 0``).
-    :meth:`close` restores the modules."""
+    """Call ``fn(name, module, x_seq, s_seq, t0)`` after every spike-emitting computation in ``modules``:
+    ``x_seq`` is the input (``[T', B, ...]`` for neurons), ``s_seq`` the spikes ``[T', B, ...]`` (``T' = 1``
+    for a ``.step``) and ``t0`` the time index of its first step.  Spikeforge neurons are tapped at ``_seq``
+    (``forward`` and ``.step`` alike), other sources (:func:`spike_sources`) through a forward hook or by
+    wrapping the method that returns their spikes.  :meth:`close` restores the modules."""
 
     def __init__(self, modules: dict[str, nn.Module], fn):
-        from ..neurons.base import BaseNeuron
-
         self._fn = fn
         self._t: dict[str, int] = {}
-        self._patched: list[tuple[nn.Module, object]] = []
+        self._patched: list[tuple[nn.Module, str, object]] = []
         self._handles = []
+        sources = spike_sources()
         for name, m in modules.items():
-            if isinstance(m, BaseNeuron):
-                self._patched.append((m, m.__dict__.get("_seq")))
-                m._seq = self._wrap(name, m, m._seq)
+            where, to_spikes = next(((w, f) for t, w, f in sources if isinstance(m, t)), ("forward", _identity))
+            if where == "_seq":
+                self._patch(m, "_seq", self._wrap_seq(name, m, m._seq))
+            elif where == "forward":
+                self._handles.append(m.register_forward_hook(self._hook(name, to_spikes)))
             else:
-                self._handles.append(m.register_forward_hook(self._hook(name)))
+                self._patch(m, where, self._wrap_method(name, m, getattr(m, where), to_spikes))
 
-    def _wrap(self, name, module, seq):
+    def _patch(self, m, attr, fn):
+        self._patched.append((m, attr, m.__dict__.get(attr)))
+        setattr(m, attr, fn)
+
+    def _wrap_seq(self, name, module, seq):
         def _seq(x_seq, state, return_v):
             out = seq(x_seq, state, return_v)
             t0 = 0 if state is None else self._t.get(name, 0)
@@ -73,22 +103,32 @@ class NeuronTap:
             self._fn(name, module, x_seq, s, t0)
             return out
 
-        _seq.spikeforge_tap = True
         return _seq
 
-    def _hook(self, name):
+    def _emit(self, name, module, x, output, to_spikes):
+        for suffix, s in to_spikes(output):
+            self._fn(name + suffix, module, x, s, 0)
+
+    def _hook(self, name, to_spikes):
         def hook(module, inputs, output):
-            s = output[0] if isinstance(output, tuple) else output
-            self._fn(name, module, inputs[0] if inputs else None, s, 0)
+            self._emit(name, module, inputs[0] if inputs else None, output, to_spikes)
 
         return hook
 
+    def _wrap_method(self, name, module, method, to_spikes):
+        def wrapped(*args, **kwargs):
+            out = method(*args, **kwargs)
+            self._emit(name, module, args[0] if args else None, out, to_spikes)
+            return out
+
+        return wrapped
+
     def close(self) -> None:
-        for m, previous in self._patched:
+        for m, attr, previous in reversed(self._patched):
             if previous is None:
-                m.__dict__.pop("_seq", None)
+                m.__dict__.pop(attr, None)
             else:
-                m._seq = previous
+                setattr(m, attr, previous)
         self._patched = []
         for h in self._handles:
             h.remove()
