@@ -38,7 +38,7 @@ from ..config import TrainConfig
 from . import distributed as D
 from .checkpoint import (NonFiniteCheckpointError, checkpoint_exists, load_checkpoint, load_model_state,
                          restore_rng_state, save_checkpoint)
-from .data import Arrays, augment_batch, load_data, to_model_input
+from .data import Arrays, data_metrics, describe_data, eval_batches, load_data, to_model_input, train_batches
 from ..methods import StepContext, create_method
 from .losses import compute_loss
 from .runs import RunDir, code_version, default_run_name
@@ -176,9 +176,9 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
     idx_all = D.shard(torch.arange(len(y)), ctx.rank, ctx.world_size)
     correct_t = loss_sum = n = None
     try:
-        for idx in idx_all.split(cfg.data.eval_batch_size):
-            xb = to_model_input(x[idx].to(device, non_blocking=True), sequence)
-            yb = y[idx].to(device)
+        for xb, yb in eval_batches(x, y, idx_all, cfg.data.eval_batch_size):
+            xb = to_model_input(xb.to(device, non_blocking=True), sequence)
+            yb = yb.to(device)
             with autocast_context(cfg, device):
                 out = model(xb)
             out = out.float()
@@ -348,7 +348,8 @@ def _train(cfg, run_dir, opened, force, data_dir, model, verbose, ctx, t_start):
     log = print if (verbose and main) else (lambda *a, **k: None)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
 
-    arrays = load_data(cfg.data, data_dir)
+    arrays = load_data(cfg.data, data_dir, seed=cfg.run.seed, device=device)
+    log(describe_data(arrays, cfg.data))
     if model is None:
         model = build_model(cfg, arrays)
     method = create_method(cfg.method.name, cfg.method.kwargs)
@@ -453,15 +454,12 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optim
         first = start_step if epoch == start_epoch else 0
         bar = _progress_bar(steps_per_epoch, first, f"epoch {epoch}/{cfg.run.epochs}", progress)
         t_epoch = time.perf_counter()
+        shards = train_batches(arrays, cfg.data, cfg.run.seed, epoch, order, first, ctx.rank, ctx.world_size)
         for step in range(first, steps_per_epoch):
             t0 = time.perf_counter()
-            gidx = order[step]
-            xb = augment_batch(arrays.x_train[gidx], cfg.data, cfg.run.seed, epoch, step)
-            yb = arrays.y_train[gidx]
-            global_n = len(gidx)
-            xb = to_model_input(D.shard(xb, ctx.rank, ctx.world_size).to(device, non_blocking=True),
-                                arrays.sequence)
-            yb = D.shard(yb, ctx.rank, ctx.world_size).to(device, non_blocking=True)
+            xb, yb, global_n = next(shards)  # this process's shard of the global batch order[step]
+            xb = to_model_input(xb.to(device, non_blocking=True), arrays.sequence)
+            yb = yb.to(device, non_blocking=True)
             local_n = len(yb)
             t_data = time.perf_counter() - t0
 
@@ -520,7 +518,7 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optim
             "train_seconds": train_seconds, "samples_per_s": acc["count"] / max(train_seconds, 1e-9),
             "data_fraction": acc["data_seconds"] / max(train_seconds, 1e-9),
             "peak_memory_mb": peak_memory_mb(device), "world_size": ctx.world_size, "global_step": global_step,
-            "method": cfg.method.name, "T": len(ev["acc_per_step"]),
+            "method": cfg.method.name, "T": len(ev["acc_per_step"]), **data_metrics(arrays),
         }
         record.update(getattr(method, "epoch_metrics", dict)())  # a method's own per-epoch fields (bats: dropped)
         final = record
