@@ -128,6 +128,10 @@ class ImageNet(_ImageFileDataset):
             raise ValueError("resize and crop must be positive or None")
         self.resize, self.crop = resize, crop
         super().__init__(split, data_dir=data_dir, transform=transform, download=download)
+        for d in {self.root / "train", self.root / split}:
+            if d.is_dir() and not any(p.is_dir() for p in d.iterdir()):
+                raise CorruptFileError(d, "holds no class sub-folders; the ImageNet layout is "
+                                          f"{d.name}/<class wnid>/<image>.JPEG (one folder per class)")
         classes = sorted(p.name for p in (self.root / "train").iterdir() if p.is_dir()) \
             if (self.root / "train").is_dir() else sorted(p.name for p in (self.root / split).iterdir() if p.is_dir())
         self.classes = tuple(classes)
@@ -143,6 +147,13 @@ class ImageNet(_ImageFileDataset):
     @classmethod
     def expected_files(cls, split):
         return [f"{split}/n*/*.JPEG"]
+
+    @classmethod
+    def has_split(cls, folder, split) -> bool:
+        """Class folders with images, or images straight under ``<split>/`` (refused with a clear error)."""
+        d = folder / split
+        return super().has_split(folder, split) or (
+            d.is_dir() and any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in d.iterdir()))
 
 
 register_dataset(TinyImageNet)

@@ -155,6 +155,7 @@ def choose_loader(cfg: DataConfig, root=None) -> str:
     from ..data import DATASETS, get_dataset, get_info
 
     info = get_info(cfg.name)
+    root = cfg.data_dir if root is None else root
     _check_kind(cfg, info)
     in_memory = bool(getattr(DATASETS.get(cfg.name).factory, "in_memory", False))
     if cfg.loader == "memory" and info.kind == "static" and not in_memory:
