@@ -152,6 +152,6 @@ class BNTTExit(BPTT):
         ax.set_ylabel("mean |gamma[t]| per layer")
         ax.set_title(f"BNTT scales ({len(per_layer)} layers)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.14, right=0.86, bottom=0.14, top=0.9)
         fig.savefig(out / "bntt_gamma.png", dpi=100)
         plt.close(fig)

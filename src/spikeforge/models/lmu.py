@@ -16,7 +16,8 @@ temporally diffused error (gain ``omega`` in ``neuron_kwargs``; large omega = no
 neuron with a ``step`` works too (e.g. LIF spikes).  The readout is linear on :math:`h_t`.
 
 Input: an image ``[B, C, H, W]`` is read pixel by pixel in raster order (``H*W`` steps of ``C`` features;
-``permute=True`` applies one fixed random permutation drawn from ``seed`` — psMNIST; ``T`` plays no part), or
+``permute=True`` applies one fixed random permutation drawn from ``seed`` — psMNIST; ``pool=k`` first averages
+k x k pixel blocks, so a 28x28 image becomes (28/k)^2 steps — a small psMNIST; ``T`` plays no part), or
 a time-major sequence ``[T, B, F]`` of ``T`` steps with ``F = in_channels``.  ``output="last"`` (default)
 returns the prediction after the last step as ``[1, B, num_classes]`` (so ``mean(0)`` is it); ``output="all"``
 returns every step ``[T, B, num_classes]``.
@@ -73,18 +74,22 @@ class SpikingLMU(SpikingModel):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, neuron: str = "lif",
                  neuron_kwargs: dict | None = None, T: int = 784, input_size: int = 28, order: int = 256,
                  theta: float | None = None, hidden: int = 212, permute: bool = False, seed: int = 0,
-                 output: str = "last", encoder: str = "direct"):
+                 output: str = "last", encoder: str = "direct", pool: int = 1):
         super().__init__(num_classes, in_channels, T, encoder)
         check_choice("output", output, ("last", "all"))
         if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
             raise ValueError(f"input_size: expected an integer >= 1 (image side), got {input_size!r}")
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"hidden: expected an integer >= 1, got {hidden!r}")
-        theta = float(input_size * input_size if theta is None else theta)
+        if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1 or input_size % pool:
+            raise ValueError(f"pool: expected an integer >= 1 that divides input_size={input_size}, got {pool!r}")
+        self.pool = pool
+        side = input_size // pool
+        theta = float(side * side if theta is None else theta)
         Abar, Bbar = legendre_delay_system(order, theta)
         self.register_buffer("Abar", Abar.float(), persistent=False)
         self.register_buffer("Bbar", Bbar.float(), persistent=False)
-        n_pix = input_size * input_size
+        n_pix = side * side
         perm = torch.randperm(n_pix, generator=torch.Generator().manual_seed(int(seed))) if permute \
             else torch.arange(n_pix)
         self.register_buffer("perm", perm, persistent=False)
@@ -116,9 +121,11 @@ class SpikingLMU(SpikingModel):
         if x.dim() == 3:
             self.check_steps(x, "[T, B, F]")
             return x
-        if x.shape[2] * x.shape[3] != self.perm.numel():
+        if tuple(x.shape[2:]) != (self.input_size, self.input_size):
             raise ValueError(f"x: expected {self.input_size}x{self.input_size} images (input_size), got "
                              f"{tuple(x.shape[2:])}")
+        if self.pool > 1:
+            x = torch.nn.functional.avg_pool2d(x, self.pool)
         seq = x.flatten(2).permute(2, 0, 1)                       # [H*W, B, C]
         return seq[self.perm] if self.permute else seq
 
