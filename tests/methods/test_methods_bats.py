@@ -144,3 +144,110 @@ def test_numba_kernel_equals_the_reference_times_counts_dropped_and_gradients():
     assert torch.allclose(ref.times[fin], got.times[fin], atol=1e-12, rtol=0)
     assert torch.allclose(gw, gw_ref, atol=1e-9, rtol=1e-9)
     assert torch.allclose(gt, gt_ref, atol=1e-9, rtol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------- model and method
+def test_bats_mlp_counts_and_warns_dropped_spikes_in_the_loop(tmp_path):
+    """A 1-spike buffer on the output layer: the extra spikes are counted in the epoch record, with a warning."""
+    from spikeforge.config import TrainConfig
+    from spikeforge.training import train
+
+    sets = ["data.train_subset=64", "data.test_subset=32", "data.batch_size=32", "data.normalize=false",
+            "run.epochs=1", "run.progress=false", "run.plots=false", "run.device=cpu", "method.name=bats",
+            "model.name=bats_mlp", "model.kwargs={hidden: [12], max_spikes: 2, max_spikes_out: 1, theta_out: 0.05}",
+            "method.kwargs.n_true=3"]
+    with pytest.warns(RuntimeWarning, match=r"bats: \d+ sample-neuron pairs spiked more than max_spikes"):
+        res = train(TrainConfig().override(sets), tmp_path / "r", verbose=False)
+    assert res["final"]["bats_dropped"] > 0 and res["final"]["T"] == 1
+
+
+def test_bats_mlp_scores_rank_by_count_then_first_spike_and_numba_equals_reference():
+    from spikeforge.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("bats_mlp", input_size=4, hidden=(6,), num_classes=3, theta_out=0.3).double()
+    x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
+    t_in = net.encode(x)
+    assert t_in.shape == (3, 16, 1) and bool(torch.isinf(t_in[x.flatten(1) == 0]).all())
+    a = net.spike_times(t_in)
+    net.backend = "reference"
+    b = net.spike_times(t_in)
+    assert all(torch.equal(p.counts, q.counts) for p, q in zip(a, b))
+    s = net.scores(a)
+    assert torch.equal(s.floor(), a[-1].counts.double())  # the tie-break stays below one spike
+    assert net(x).shape == (1, 3, 3)
+
+
+def test_bats_losses_count_gradient_is_the_codes_error_and_ttfs_is_finite():
+    from spikeforge.functional.bats import BATSOutput, spike_count_loss, ttfs_loss
+
+    times = torch.tensor([[[0.01, 0.02], [0.03, math.inf]]], dtype=torch.float64, requires_grad=True)
+    out = BATSOutput(times, torch.tensor([[2, 1]]), torch.zeros(1, 2, dtype=torch.bool))
+    y = torch.tensor([0])
+    loss = spike_count_loss(out, y, n_true=5, n_false=1)
+    assert loss.item() == pytest.approx(0.5 * (3 ** 2 + 0 ** 2))
+    loss.backward()
+    assert times.grad.tolist() == [[[3.0, 3.0], [0.0, 0.0]]]
+    silent = BATSOutput(torch.full((1, 2, 1), math.inf), torch.zeros(1, 2, dtype=torch.long),
+                        torch.zeros(1, 2, dtype=torch.bool))
+    assert math.isfinite(ttfs_loss(silent, y, t_silent=0.2).item())
+
+
+# ------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("bad,match", [
+    (float("nan"), r"t_in: got a spike time of nan; allowed: finite times >= 0, or \+inf"),
+    (-math.inf, r"t_in: got a spike time of -inf; allowed"),
+    (-0.01, r"t_in: got a spike time of -0.01; allowed"),
+])
+def test_bad_spike_times_raise(bad, match):
+    t_in, w = _case(0, B=1, N=3, M=2, S_in=1)
+    t_in[0, 1, 0] = bad
+    for fn in (bats_layer, bats_layer_reference):
+        with pytest.raises(ValueError, match=match):
+            fn(t_in, w, TAU_S, THETA, t_max=T_MAX)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"max_spikes": 0}, r"max_spikes: got 0; allowed: an integer >= 1"),
+    ({"tau_s": 0.0}, r"tau_s: got 0.0; allowed: a finite number > 0"),
+    ({"tau_s": -1.0}, r"tau_s: got -1.0; allowed: a finite number > 0"),
+])
+def test_bad_layer_parameters_raise(kw, match):
+    t_in, w = _case(0, B=1, N=3, M=2, S_in=1)
+    args = dict(tau_s=TAU_S, theta=THETA, t_max=T_MAX, max_spikes=4) | kw
+    with pytest.raises(ValueError, match=match):
+        bats_layer(t_in, w, **args)
+    from spikeforge.models import create_model
+
+    model_kw = {k: v for k, v in kw.items()}
+    with pytest.raises(ValueError, match=match):
+        create_model("bats_mlp", input_size=4, hidden=(4,), **model_kw)
+
+
+def test_unsorted_input_spikes_are_sorted_by_the_layer():
+    """Spike lists in any order give the same output (the layer sorts every sample's spikes itself)."""
+    t_in, w = _case(6, B=2, N=5, M=3, S_in=3)
+    shuffled = t_in.flip(-1)
+    a = bats_layer(t_in, w, TAU_S, THETA, t_max=T_MAX)
+    b = bats_layer(shuffled, w, TAU_S, THETA, t_max=T_MAX)
+    assert torch.equal(a.counts, b.counts) and torch.equal(a.times, b.times)
+
+
+def test_spike_time_model_refuses_a_time_grid_sequence_and_methods_refuse_time_grid_models(tmp_path):
+    from spikeforge.config import TrainConfig
+    from spikeforge.models import create_model
+    from spikeforge.training import train
+
+    net = create_model("bats_mlp", input_size=4, hidden=(4,))
+    with pytest.raises(ValueError, match=r"x: bats_mlp takes a static batch \[B, C, H, W\].*a \[T, B, \.\.\.\] "
+                                         r"sequence has no meaning"):
+        net(torch.rand(2, 3, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"t_in: expected spike times \[B, N, S\].*a \[T, B, \.\.\.\] spike train"):
+        net.spike_times(torch.rand(2, 3, 16, 1))
+    with pytest.raises(ValueError, match=r"x: bats_mlp codes pixel intensities in \[0, 1\].*data.normalize=false"):
+        net(torch.randn(2, 1, 4, 4))
+    sets = ["data.train_subset=32", "data.test_subset=32", "run.epochs=1", "run.progress=false",
+            "run.plots=false", "method.name=bats", "model.kwargs.channels=[4]"]
+    with pytest.raises(ValueError, match=r"model.name: method bats trains BATS spike-time models \(bats_mlp\), "
+                                         r"got 'convnet'"):
+        train(TrainConfig().override(sets), tmp_path / "r", verbose=False)
