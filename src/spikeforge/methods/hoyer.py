@@ -108,7 +108,7 @@ class Hoyer(Method):
                                  "method.kwargs.granularity=layer for it")
             c = shapes[path][0] if self.config.granularity == "channel" else None
             new = kind(num_channels=c, v_th=float(old.v_th.detach().abs()), momentum=old.momentum,
-                       check_inputs=old.check_inputs).to(old.v_th.device)
+                       check_inputs=old.check_inputs).to(old.v_th)
             replace_module(model, path, new)
         return model
 

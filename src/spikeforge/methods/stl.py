@@ -135,7 +135,7 @@ class STLMethod(Method):
                                      "method.kwargs.granularity=neuron")
                 new = ChannelSTL(shape[0], len(shape) - 1, **kw)
             new.surrogate = old.surrogate
-            replace_module(model, path, new.to(old.theta.device))
+            replace_module(model, path, new.to(old.theta))
         thetas = {id(m.theta) for _, m in stl_sites(model)}
         for p in model.parameters():
             if self.config.learn == "sl" and id(p) in thetas:
