@@ -87,3 +87,30 @@ def test_nif_model_refuses_a_time_grid_sequence_and_the_reverse(tmp_path):
                                              "data.normalize=false"]), tmp_path / "b", verbose=False)
     with pytest.raises(ValueError, match=r"method.kwargs.quant_bits: got 1; allowed: 0 \(float weights\) or"):
         create_method("nif", {"quant_bits": 1})
+
+
+# ------------------------------------------------------------------------------------------- fused == reference
+def test_numba_nif_kernels_equal_the_reference_closed_form_and_its_gradients():
+    from spikeforge.functional.nif import nif_conv2d, nif_spike_time
+    from spikeforge.kernels.nif_numba import nif_conv2d_numba, nif_spike_time_numba
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.exp(3 * torch.rand(6, 9, generator=g, dtype=torch.float64))
+    w = torch.rand(5, 9, generator=g, dtype=torch.float64) * 0.5 - 0.05
+    w[0] = 0.05  # weight sum < theta: silent
+    bw = torch.rand(5, generator=g, dtype=torch.float64) * 0.3
+    zc = torch.exp(3 * torch.rand(2, 2, 6, 6, generator=g, dtype=torch.float64))
+    wc = torch.rand(3, 2, 3, 3, generator=g, dtype=torch.float64) * 0.3
+    bc = torch.zeros(3, dtype=torch.float64)
+    cases = [((z, w, bw), nif_spike_time, nif_spike_time_numba, {}),
+             ((zc, wc, bc), nif_conv2d, nif_conv2d_numba, {"stride": 2, "padding": 1})]
+    for args, ref_fn, fused_fn, kw in cases:
+        outs = []
+        for fn in (ref_fn, fused_fn):
+            a = [t.clone().requires_grad_(True) for t in args]
+            out = fn(*a, **kw)
+            r = torch.linspace(0.5, 1.5, out.numel(), dtype=torch.float64).reshape(out.shape)
+            outs.append((out, *torch.autograd.grad((out * r).sum(), a)))
+        for x_ref, x_got in zip(outs[0], outs[1]):
+            assert torch.allclose(x_ref, x_got, rtol=1e-9, atol=1e-9)
+    assert bool((nif_spike_time_numba(z, w, bw)[:, 0] == 1e5).all())  # the silent neuron

@@ -164,8 +164,12 @@ class BATSMLP(SpikeTimeModel):
 
 # --------------------------------------------------------------------------------------------------- NIF
 class _NIFBase(SpikeTimeModel):
-    def _common(self, neuron, neuron_kwargs, mode, scale):
+    def _common(self, neuron, neuron_kwargs, mode, scale, backend):
         _check_neuron(self.registered_name, neuron, neuron_kwargs)
+        if backend not in ("numba", "reference"):
+            raise ValueError(f"backend: got {backend!r}; allowed: 'numba' (fused CPU kernels), 'reference' "
+                             "(the NIF layers' own torch closed form)")
+        self.backend = backend
         if mode not in ("nif", "relu"):
             raise ValueError(f"mode: got {mode!r}; allowed: 'nif' (the temporal-coded SNN), 'relu' (the ReLU ANN of "
                              "the same shape)")
@@ -186,6 +190,18 @@ class _NIFBase(SpikeTimeModel):
         """The NIF layers (their weight-sum penalty and weights enter the ``nif`` loss)."""
         return [m for m in self.modules() if isinstance(m, (NIFLinear, NIFConv2d))]
 
+    def _run(self, layer: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        """One layer: a NIF layer on the fused kernels (``backend="numba"``) or its own forward."""
+        if self.backend == "numba" and isinstance(layer, NIFLinear):
+            from ..kernels.nif_numba import nif_spike_time_numba
+
+            return nif_spike_time_numba(z, layer.weight, layer.bias_weight, layer.theta)
+        if self.backend == "numba" and isinstance(layer, NIFConv2d):
+            from ..kernels.nif_numba import nif_conv2d_numba
+
+            return nif_conv2d_numba(z, layer.weight, layer.bias_weight, layer.theta, layer.stride, layer.padding)
+        return layer(z)
+
     def check_spike_times(self, z: torch.Tensor, ndim: int) -> torch.Tensor:
         if self.mode == "nif" and (not torch.is_tensor(z) or z.dim() != ndim):
             raise ValueError(f"z_in: {self.registered_name}.spike_times takes input spike times z = exp(t) with "
@@ -201,9 +217,9 @@ class NIFMLP(_NIFBase):
     registered_name = "nif_mlp"
 
     def __init__(self, num_classes=10, in_channels=1, neuron="lif", neuron_kwargs=None, T=1, input_size=28,
-                 hidden=(400,), mode="nif", scale=3.0, theta=1.0):
+                 hidden=(400,), mode="nif", scale=3.0, theta=1.0, backend="numba"):
         super().__init__(num_classes, in_channels, input_size)
-        self._common(neuron, neuron_kwargs, mode, scale)
+        self._common(neuron, neuron_kwargs, mode, scale, backend)
         hidden = _check_widths("hidden", hidden)
         widths = [in_channels * input_size * input_size, *hidden, num_classes]
         layers = []
@@ -218,7 +234,10 @@ class NIFMLP(_NIFBase):
 
     def spike_times(self, z_in: torch.Tensor) -> torch.Tensor:
         """Output spike times ``z_out [B, K]`` from input ones ``[B, C, H, W]`` (ReLU mode: logits)."""
-        return self.layers(self.check_spike_times(z_in, 4).flatten(1))
+        z = self.check_spike_times(z_in, 4).flatten(1)
+        for layer in self.layers:
+            z = self._run(layer, z)
+        return z
 
 
 class NIFConvNet(_NIFBase):
@@ -228,9 +247,9 @@ class NIFConvNet(_NIFBase):
     registered_name = "nif_convnet"
 
     def __init__(self, num_classes=10, in_channels=1, neuron="lif", neuron_kwargs=None, T=1, input_size=28,
-                 channels=(16, 32), kernel_size=5, hidden=(), mode="nif", scale=3.0, theta=1.0):
+                 channels=(16, 32), kernel_size=5, hidden=(), mode="nif", scale=3.0, theta=1.0, backend="numba"):
         super().__init__(num_classes, in_channels, input_size)
-        self._common(neuron, neuron_kwargs, mode, scale)
+        self._common(neuron, neuron_kwargs, mode, scale, backend)
         channels = _check_widths("channels", channels)
         hidden = _check_widths("hidden", hidden) if hidden else ()
         convs, c, size = [], in_channels, input_size
@@ -253,7 +272,13 @@ class NIFConvNet(_NIFBase):
         self.head = nn.Sequential(*head)
 
     def spike_times(self, z_in: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.check_spike_times(z_in, 4)).flatten(1))
+        z = self.check_spike_times(z_in, 4)
+        for layer in self.features:
+            z = self._run(layer, z)
+        z = z.flatten(1)
+        for layer in self.head:
+            z = self._run(layer, z)
+        return z
 
 
 _TINY_META = dict(defaults={"num_classes": 10, "in_channels": 1}, input="spike_times", tiny_input=(1, 8, 8))
