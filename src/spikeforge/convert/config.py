@@ -32,6 +32,7 @@ class ConversionConfig:
       (:mod:`spikeforge.convert.spicalib`).
     - ``calib_batches``: at most this many calibration batches are used; ``calib_values``: percentiles are
       computed on at most this many values per layer (a uniform random subsample; the maximum is exact).
+    - ``backend``: the IF neurons' backend (``auto``, ``reference``, ``cpu``, ...; see docs/neurons.md).
     """
 
     T: int = 32
@@ -44,6 +45,7 @@ class ConversionConfig:
     calib_batches: int = 64
     calib_values: int = 2_000_000
     seed: int = 0
+    backend: str = "auto"
 
     def __post_init__(self):
         _int("T", self.T, 1)
@@ -64,6 +66,9 @@ class ConversionConfig:
         _int("calib_batches", self.calib_batches, 1)
         _int("calib_values", self.calib_values, 1000)
         _int("seed", self.seed, 0)
+        from ..kernels.dispatch import check_backend_name
+
+        check_backend_name(self.backend)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -67,20 +67,22 @@ class ThresholdIF(nn.Module):
     ``allowance`` the spikes pass through :func:`~spikeforge.convert.spicalib.spicalib` first.  The IF neuron is
     the child ``neuron`` (monitors count its 0/1 spikes)."""
 
-    def __init__(self, theta: torch.Tensor, v_init: float = 0.0, allowance: int | None = None):
+    def __init__(self, theta: torch.Tensor, v_init: float = 0.0, allowance: int | None = None,
+                 backend: str = "auto"):
         super().__init__()
         theta = torch.as_tensor(theta, dtype=torch.float32).detach().clone()
         if theta.dim() > 1 or not bool((theta > 0).all()):
             raise ValueError(f"theta: expected positive thresholds, a scalar or one per channel, got {theta}")
         self.register_buffer("theta", theta)
         self.allowance = allowance
+        self.backend = backend
         self.set_v_init(v_init)
 
     def set_v_init(self, v_init: float) -> None:
         """Start the membrane at ``v_init`` (in units of theta) from now on."""
         self.v_init = float(v_init)
-        self.neuron = IF(v_threshold=1.0, v_reset=None) if self.v_init == 0.0 else \
-            NoisyIF(sigma=0.0, v_threshold=1.0, v_init=self.v_init)
+        self.neuron = IF(v_threshold=1.0, v_reset=None, backend=self.backend) if self.v_init == 0.0 else \
+            NoisyIF(sigma=0.0, v_threshold=1.0, v_init=self.v_init, backend=self.backend)
 
     def _theta(self, x_seq):
         th = self.theta.to(x_seq.dtype)
@@ -347,7 +349,7 @@ def build_snn(net: nn.Module, zoo: bool, thetas: dict, cfg: ConversionConfig, v_
     snn = copy.deepcopy(net)
     v_init = v_init or {}
     for name, th in thetas.items():
-        _set(snn, name, ThresholdIF(th, v_init.get(name, cfg.v_init), cfg.spicalib))
+        _set(snn, name, ThresholdIF(th, v_init.get(name, cfg.v_init), cfg.spicalib, cfg.backend))
     if zoo:
         if cfg.maxpool == "lipool":
             for name, m in list(snn.named_modules()):
