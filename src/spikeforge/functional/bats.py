@@ -200,6 +200,8 @@ class BATSLayerFn(torch.autograd.Function):
         tau = 2.0 * tau_s
         B, M, S = t_in.shape[0], weight.shape[0], max_spikes
         t_sorted, perm, n_in = sort_spikes(t_in.detach().double())
+        L = int(n_in.max()) if B else 0  # the padding (+inf) sorts last and is never read
+        t_sorted, perm = t_sorted[:, :L].contiguous(), perm[:, :L].contiguous()
         src = perm // t_in.shape[2]
         A = torch.exp(t_sorted / tau_s)
         E = torch.exp(t_sorted / tau)
@@ -210,7 +212,7 @@ class BATSLayerFn(torch.autograd.Function):
         out_n = torch.zeros((B, M, S), dtype=torch.int64)
         count = torch.zeros((B, M), dtype=torch.int64)
         dropped = torch.zeros((B, M), dtype=torch.uint8)
-        sync_threads(B * M * max(1, int(n_in.max()) if B else 1))
+        sync_threads(B * M * max(1, L))
         K.bats_fwd(t_sorted.numpy(), A.numpy(), E.numpy(), src.numpy(), n_in.numpy(), W.numpy(), theta / tau,
                    delta_theta / tau, tau, float(t_max), out_t.numpy(), out_z.numpy(), out_x.numpy(),
                    out_n.numpy(), count.numpy(), dropped.numpy())
@@ -244,7 +246,7 @@ class BATSLayerFn(torch.autograd.Function):
             dt_sorted = torch.zeros_like(A)
             K.bats_bwd_input(P.numpy(), Q.numpy(), out_n.numpy(), count.numpy(), A.numpy(), E.numpy(),
                              src.numpy(), W.numpy(), tau_s, tau, dt_sorted.numpy())
-            d_flat = torch.zeros_like(dt_sorted).scatter_(1, perm, dt_sorted)
+            d_flat = dt_sorted.new_zeros(in_shape[0], in_shape[1] * in_shape[2]).scatter_(1, perm, dt_sorted)
             d_in = d_flat.reshape(in_shape).to(in_dtype)
         return d_in, d_w, None, None, None, None, None
 
