@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from .registry import RECIPES, convert_with
 
 
-@RECIPES.register("hybrid", help="convert (channel-wise percentile, theta/2) then fine-tune a few epochs with BPTT "
-                                 "at small T (Rathi et al. 2020)")
+@RECIPES.register("hybrid", labelled=True,
+                  help="convert (channel-wise percentile, theta/2) then fine-tune a few epochs with BPTT at small T "
+                       "(Rathi et al. 2020)")
 def hybrid(ann, calibration_data=None, *, base: str = "channelwise", epochs: int = 2, lr: float = 1e-4,
            batch_size: int = 64, seed: int = 0, **options):
     if not (isinstance(calibration_data, (tuple, list)) and len(calibration_data) == 2

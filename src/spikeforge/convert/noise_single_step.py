@@ -19,8 +19,9 @@ from ..neurons.noisy_if import NoisyIF
 from .registry import RECIPES
 
 
-@RECIPES.register("noise_single_step", help="deploy a noise-trained single-step IF network at T steps (Jiang & "
-                                            "Zhang 2022); takes the trained SNN, not an ANN")
+@RECIPES.register("noise_single_step", takes="noise_single_step",
+                  help="deploy a noise-trained single-step IF network at T steps (Jiang & Zhang 2022); takes the "
+                       "trained SNN, not an ANN")
 def noise_single_step(model, calibration_data=None, *, T: int = 8, v_init: float = 0.5, sigma: float = 0.0):
     from ..methods.noise_single_step import NoiseSingleStep, NoiseSingleStepConfig
 

@@ -33,8 +33,8 @@ from .simulate import run_sequence
 from .tcl import _check_clip
 
 
-@RECIPES.register("qcfs", help="QCFS activation bounds as thresholds, theta/2 start (Bu et al. 2022); "
-                               "ANN with neuron=qcfs")
+@RECIPES.register("qcfs", neuron="qcfs",
+                  help="QCFS activation bounds as thresholds, theta/2 start (Bu et al. 2022); ANN with neuron=qcfs")
 def qcfs(ann, calibration_data=None, **options):
     _check_clip(ann, "qcfs", QCFS, "model.neuron=qcfs")
     cfg, _ = make_config("qcfs", {"norm": "bound", "v_init": 0.5}, options)
@@ -78,8 +78,8 @@ def offset_calibrate_(snn, ann, x: torch.Tensor, T: int) -> dict[str, float]:
     return offsets
 
 
-@RECIPES.register("offset", help="offset-spike calibration of the initial membrane (Hao et al. 2023) on top of "
-                                 "qcfs (QCFS ANN) or channel-wise percentile")
+@RECIPES.register("offset", help="offset-spike calibration of the initial membrane (Hao et al. 2023) on top of qcfs "
+                                 "(QCFS ANN) or channel-wise percentile")
 def offset(ann, calibration_data=None, *, calib_samples: int = 256, **options):
     if calibration_data is None:
         raise ValueError("calibration_data: None, but offset calibration measures spike offsets on data")

@@ -1,5 +1,8 @@
 """The recipe registry: every recipe file registers its ``recipe(ann, calibration_data=None, **options) -> snn``
-at the bottom of its own file (``spikeforge convert --recipe NAME`` and the benchmark list them)."""
+in its own file (``spikeforge convert --recipe NAME`` and the benchmark list them).
+
+Registry meta: ``neuron`` (the ANN twin's activation the recipe needs: ``clip``, ``qcfs``; default ``relu``),
+``labelled`` (needs ``(x, y)`` calibration data), ``takes`` (a trained method's network instead of an ANN)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,8 @@ def _check_clip(ann: nn.Module, recipe: str, kind=Clip, hint="model.neuron=clip"
                              f"{type(m).__name__}; train the ANN with {hint}")
 
 
-@RECIPES.register("tcl", help="trainable clipping bounds as thresholds (Ho & Chang 2021); ANN with neuron=clip")
+@RECIPES.register("tcl", neuron="clip",
+                  help="trainable clipping bounds as thresholds (Ho & Chang 2021); ANN with neuron=clip")
 def tcl(ann, calibration_data=None, **options):
     _check_clip(ann, "tcl")
     cfg, _ = make_config("tcl", {"norm": "bound"}, options)
