@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "spikeforge.models.cli",
     "spikeforge.training.cli",
     "spikeforge.methods.cli",
+    "spikeforge.convert.cli",
     "spikeforge.deploy.export.cli",
 )
 
