@@ -10,7 +10,7 @@ Layout: a sample's input spikes of every presynaptic neuron, sorted by time (``t
 backward, ``z = exp(t/tau)``, the discriminant root ``x`` and the number of causal inputs of each spike.
 
 * ``bats_fwd`` is parallel over (sample, neuron) pairs (``prange``): each walks the sorted inputs once.
-* ``bats_bwd_spikes`` (parallel over pairs) turns the errors ``dL/dt_k`` into the errors that include the
+* ``bats_bwd_spikes`` (serial: it is linear in the output spikes) turns the errors ``dL/dt_k`` into the errors that include the
   recurrent-reset terms (a spike's reset moves every later spike of its neuron) and multiplies them by the
   implicit-function factors ``f1 = dt/da``, ``f2 = -dt/db``.
 * ``bats_bwd_weight`` (parallel over neurons, so that no two threads add to one weight row) and
@@ -87,11 +87,11 @@ def bats_fwd(t_s, A, E, src, n_in, W, c, delta, tau, t_max, out_t, out_z, out_x,
         count[b, m] = n
 
 
-@nb.njit(parallel=True, **JIT)
+@nb.njit(**JIT)
 def bats_bwd_spikes(g, out_z, out_x, count, delta, tau, P, Q):
     B = g.shape[0]
     M = g.shape[1]
-    for p in prange(B * M):
+    for p in range(B * M):  # O(spikes): serial, which also compiles faster
         b = p // M
         m = p - b * M
         acc = 0.0
