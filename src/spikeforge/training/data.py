@@ -202,7 +202,7 @@ def _event_sources(cfg: DataConfig, root, info):
         store = FrameStore(cache_dir, cfg.name, split, params, ids, (cfg.frames, P, H, W))
         if not store.complete:
             print(f"spikeforge: computing {cfg.name}/{split} frames once into {store.folder} "
-                  f"({len(ds) * store.sample_bytes / 2**30:.2f} GiB)", file=sys.stderr)
+                  f"({len(ds) * store.sample_bytes / 2**20:,.0f} MiB)", file=sys.stderr)
             store.build(_FrameCompute(ds, tf), num_workers=cfg.num_workers)
         src = FrameSource(store, ds.targets, [s[0] for s in ds.samples])
         if src.bad and cfg.bad_files == "fail":
