@@ -993,6 +993,10 @@ def lif_cpu(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, r
         )
     if not x_seq.is_cpu:
         raise ValueError(f"backend='cpu': x_seq is on {x_seq.device}; the cpu backend needs CPU tensors")
+    if torch.compiler.is_compiling():  # numba cannot be traced: the same kernels as opaque operators (ops.py)
+        from .ops import lif_cpu_op
+
+        return lif_cpu_op(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v, check)
     differentiable = torch.is_grad_enabled() and (x_seq.requires_grad or _requires_grad(v0, k, v_th))
     if differentiable or _fw_ad._current_level >= 0:
         return LIFFamilyCpuFn.apply(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v,
