@@ -15,13 +15,16 @@ the same gradients.  Eager calls keep the direct path (no dispatcher overhead pe
 Parameters that are numbers in eager (``k``, ``v_th``, ``v0``) travel as ``(tensor or None, float)`` pairs; the
 surrogate travels as a key into :data:`SURROGATES`, filled when the operator is traced.
 
-Example:
+Example (the operator called directly; ``torch.compile(model, fullgraph=True)`` calls it for you):
     >>> import torch
-    >>> from spikeforge.neurons import LIF
-    >>> net = torch.compile(LIF(), fullgraph=True)
-    >>> x = torch.full((3, 1, 2), 0.6)
-    >>> net(x).flatten().tolist()
+    >>> from spikeforge.kernels.ops import lif_cpu_op
+    >>> from spikeforge.surrogate import get_surrogate
+    >>> x = torch.full((3, 1, 2), 0.6, requires_grad=True)
+    >>> s, v_T, _ = lif_cpu_op(x, 0.0, 0.5, 1.0, 0.0, False, False, get_surrogate("atan"), False, True)
+    >>> s.flatten().tolist()
     [0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    >>> s.sum().backward(); tuple(x.grad.shape)
+    (3, 1, 2)
 """
 
 from __future__ import annotations
