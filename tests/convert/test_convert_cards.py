@@ -130,6 +130,7 @@ def test_every_recipe_returns_an_snn_model(name):
     x = torch.rand(32, 1, 8, 8)
     data = (x, torch.randint(0, 10, (32,))) if meta.get("labelled") else x
     kw = {"epochs": 1} if meta.get("labelled") else {}
+    kw.update(meta.get("smoke", {}))
     if meta.get("takes") is None:
         kw["backend"] = "reference"
     snn = convert_with(name, _ann_for(name), data, T=3, **kw)
@@ -149,3 +150,22 @@ def test_spicalib_bayesian_optimisation_runs_with_optuna():
     x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,))
     snn = convert_with("spicalib", ann, (x, y), T=4, bo_trials=2, **REF)
     assert isinstance(snn, SpikingModel) and math.isfinite(float(snn(x[:2]).detach().sum()))
+
+
+def test_privatesnn_data_free_conversion_stays_close_to_real_data_conversion(fashion, fashion_mlp):
+    """Card privatesnn check 1 at our scale: thresholds from images inverted from the ANN, and the converted
+    accuracy at T=32 within 3 points of the conversion calibrated on real images."""
+    from spikeforge.convert import accuracy_vs_T
+    from spikeforge.convert.privatesnn import synthesize, threshold_ratio
+
+    x, _, xt, yt = fashion
+    torch.manual_seed(0)
+    xs, ys = synthesize(fashion_mlp, (1, 28, 28), n_per_class=8)
+    assert (fashion_mlp(xs).mean(0).argmax(1) == ys.argmax(1)).float().mean() > 0.6  # the inversion worked
+    ratio = threshold_ratio(fashion_mlp, xs, x[:500])["features.1"]
+    assert 0.5 < ratio < 4.0, ratio
+    acc = {}
+    for name, data in (("synthetic", xs), ("real", x[:500])):
+        snn = convert_with("channelwise", fashion_mlp, data, v_init=0.5, **REF)
+        acc[name] = accuracy_vs_T(snn, xt, yt, Ts=(32,), max_fold=32 * xt.shape[0])["acc"][32]
+    assert acc["synthetic"] >= acc["real"] - 0.03, acc

@@ -2,7 +2,8 @@
 in its own file (``spikeforge convert --recipe NAME`` and the benchmark list them).
 
 Registry meta: ``neuron`` (the ANN twin's activation the recipe needs: ``clip``, ``qcfs``; default ``relu``),
-``labelled`` (needs ``(x, y)`` calibration data), ``takes`` (a trained method's network instead of an ANN)."""
+``labelled`` (needs ``(x, y)`` calibration data), ``takes`` (a trained method's network instead of an ANN),
+``smoke`` (options that make the generated test's run tiny)."""
 
 from __future__ import annotations
 
