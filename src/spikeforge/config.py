@@ -220,7 +220,8 @@ class LossConfig:
 class RunConfig:
     """How to run: epochs, seed, device (``auto`` = CUDA when available), mixed precision (``amp``:
     ``off`` or ``bf16``), checkpoint cadence and where run folders go (``out_dir/name``). Under DDP a process
-    waits at most ``dist_timeout_s`` seconds for the others before the run fails."""
+    waits at most ``dist_timeout_s`` seconds for the others before the run fails.  ``tensorboard``: also write
+    the metrics as TensorBoard scalars (``RUN_DIR/tensorboard``)."""
 
     epochs: int = 8
     seed: int = 0
@@ -235,6 +236,7 @@ class RunConfig:
     progress: bool = True
     plots: bool = True
     dist_timeout_s: float = 600.0
+    tensorboard: bool = False
 
     def __post_init__(self):
         _check_int("run.epochs", self.epochs, 1)
@@ -251,7 +253,7 @@ class RunConfig:
         if self.name is not None and (not isinstance(self.name, str) or not self.name or "/" in self.name):
             _fail("run.name", self.name, "a folder name without '/' (or null for an automatic one)")
         _check_float("run.dist_timeout_s", self.dist_timeout_s, 0, low_inclusive=False)
-        for k in ("deterministic", "sync_bn", "progress", "plots"):
+        for k in ("deterministic", "sync_bn", "progress", "plots", "tensorboard"):
             if not isinstance(getattr(self, k), bool):
                 _fail(f"run.{k}", getattr(self, k), "true or false")
 
