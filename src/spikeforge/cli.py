@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "spikeforge.methods.cli",
     "spikeforge.convert.cli",
     "spikeforge.deploy.export.cli",
+    "spikeforge.deploy.cli",
+    "spikeforge.energy.cli",
 )
 
 

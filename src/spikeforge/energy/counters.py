@@ -235,11 +235,12 @@ class OpCounter:
 
 
 def batch_size(model: nn.Module, x: torch.Tensor) -> int:
-    """Samples in ``x``: a static batch ``[B, ...]`` (the model's ``static_ndim`` dims) or a sequence ``[T, B, ...]``."""
+    """Samples in ``x``: a static batch ``[B, ...]`` (a zoo model's ``static_ndim`` dims, or any batch of a
+    spike-time model) or a sequence ``[T, B, ...]`` (a plain module's input)."""
     nd = getattr(model, "static_ndim", None)
-    if nd is None or x.dim() == nd:
-        return int(x.shape[0]) if nd is not None else int(x.shape[1])
-    return int(x.shape[1])
+    if nd is not None:
+        return int(x.shape[0] if x.dim() == nd else x.shape[1])
+    return int(x.shape[0] if hasattr(model, "spike_times") else x.shape[1])
 
 
 @torch.no_grad()

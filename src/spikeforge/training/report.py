@@ -20,7 +20,7 @@ from .runs import RunDir
 
 
 def format_report(name: str, config: dict, records: list[dict], plots: list[str], code: dict | None = None,
-                  summary: dict | None = None) -> str:
+                  summary: dict | None = None, energy: str | None = None) -> str:
     lines = [f"# Run {name}", ""]
     if records:
         last = records[-1]
@@ -30,6 +30,8 @@ def format_report(name: str, config: dict, records: list[dict], plots: list[str]
             f"final test accuracy **{100 * last['test_acc']:.2f}%** (best {100 * best['test_acc']:.2f}% at epoch "
             f"{best['epoch']}), {sum(r['epoch_seconds'] for r in records):.1f} s in total, "
             f"{last.get('spikes_per_sample', 0):,.0f} spikes per sample.", ""]
+    if energy:
+        lines += [energy, ""]
     if code:
         lines += [f"Code: spikeforge {code.get('spikeforge')}, commit {code.get('git_commit') or 'unknown'}, "
                   f"torch {code.get('torch')}.", ""]
@@ -64,7 +66,7 @@ def write_report(run: RunDir, arrays=None, model=None, device=None, checkpoint: 
     cfg = run.load_config()
     records = run.read_metrics()
     run.plots.mkdir(parents=True, exist_ok=True)
-    made = []
+    made, energy = [], None
     if records:
         P.plot_curves(records, run.plots / "curves.png")
         made.append("curves.png")
@@ -88,12 +90,15 @@ def write_report(run: RunDir, arrays=None, model=None, device=None, checkpoint: 
         from .data import to_model_input
 
         x = to_model_input(arrays.x_test[:1].to(device or "cpu"), arrays.sequence)
+        from ..energy.report import inference_energy_line
+
+        energy = inference_energy_line(model, to_model_input(arrays.x_test[:64].to(device or "cpu"), arrays.sequence))
         spikes = P.record_spikes(model, x)
         if spikes:
             P.plot_raster(spikes, run.plots / "raster.png")
             made.append("raster.png")
     run_info = run.read_json("run.json") or {}
     text = format_report(run.path.name, cfg.to_dict(), records, made, run_info.get("code"),
-                         run.read_json("summary.json"))
+                         run.read_json("summary.json"), energy)
     atomic_write_text(run.path / "report.md", text)
     return str(run.path / "report.md")
