@@ -10,6 +10,8 @@ TRAIN_EPILOG = """examples:
   spikeforge train                                   # default config on the offline digits set
   spikeforge train --config configs/fashion_mnist.yaml --data-dir /data --set optim.lr=0.01 --set run.epochs=5
   spikeforge train --resume runs/digits-convnet-20250101-120000
+  spikeforge train --resume runs/digits-convnet-20250101-120000 --epochs 12   # extend a finished run
+  spikeforge train --config configs/mnist.yaml --init-from runs/digits-convnet-20250101-120000  # fine-tune
   torchrun --nproc_per_node=2 -m spikeforge train --config configs/mnist.yaml
 """
 
@@ -33,7 +35,10 @@ def register(subparsers) -> None:
                    help="run folder (default: <run.out_dir>/<name>)")
     p.add_argument("--name", default=None, help="run name under run.out_dir (sets run.name)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue this run from its last checkpoint, with its stored config")
+                   help="continue this run from its last checkpoint, with its stored config (--epochs N "
+                        "extends a finished run to N epochs)")
+    p.add_argument("--init-from", default=None, metavar="RUN_DIR|FILE.safetensors",
+                   help="start a new run (any config) from these trained weights")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty run folder")
     p.add_argument("--epochs", type=int, default=None, help="shortcut for --set run.epochs=N")
     p.add_argument("--seed", type=int, default=None, help="shortcut for --set run.seed=N")
@@ -79,11 +84,11 @@ def _train(args) -> int:
 
     runtime = None
     if args.resume:
-        if args.config or args.overrides or args.epochs or args.seed is not None or args.name or args.force \
-                or args.run_dir:
+        if args.config or args.overrides or args.seed is not None or args.name or args.force \
+                or args.run_dir or args.init_from:
             raise ValueError("--resume continues a run with the config stored in its folder; it takes no "
-                             "--config, --set, --epochs, --seed, --name, --out or --force (only --device, "
-                             "--data-dir and --no-progress)")
+                             "--config, --set, --seed, --name, --out, --force or --init-from (only --epochs, "
+                             "--device, --data-dir and --no-progress)")
         from .runs import RunDir
 
         cfg = RunDir.open(args.resume).load_config()
@@ -92,6 +97,8 @@ def _train(args) -> int:
             runtime["run.device"] = args.device
         if args.no_progress:
             runtime["run.progress"] = False
+        if args.epochs is not None:
+            runtime["run.epochs"] = args.epochs
         cfg = cfg.override([f"{k}={v}" for k, v in runtime.items()])
         run_dir, resume = args.resume, True
     else:
@@ -101,7 +108,8 @@ def _train(args) -> int:
         print(cfg.to_yaml(), end="")
         return 0
     try:
-        train(cfg, run_dir, resume=resume, force=args.force, data_dir=args.data_dir, runtime=runtime)
+        train(cfg, run_dir, resume=resume, force=args.force, data_dir=args.data_dir, runtime=runtime,
+              init_from=args.init_from)
     except TrainingDivergedError as e:
         print(f"spikeforge train: {e}", file=sys.stderr)
         return 3

@@ -242,11 +242,12 @@ def _progress_bar(total, initial, desc, enabled):
         return None
     from tqdm.auto import tqdm
 
+    # disable=None: no bar (no \r frames) when stderr is not a terminal; the epoch lines still print
     return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
-                mininterval=0.5, file=sys.stderr)
+                mininterval=0.5, file=sys.stderr, disable=None)
 
 
-RUNTIME_KEYS = ("run.device", "run.progress")  # what a resumed run may change: where and how it shows
+RUNTIME_KEYS = ("run.device", "run.progress", "run.epochs")  # what a resumed run may change (epochs: extend it)
 
 
 def _open_for_resume(run_dir, runtime) -> tuple[RunDir, TrainConfig, dict | None]:
@@ -262,10 +263,18 @@ def _open_for_resume(run_dir, runtime) -> tuple[RunDir, TrainConfig, dict | None
     bad = [k for k in (runtime or {}) if k not in RUNTIME_KEYS]
     if bad:
         raise ValueError(f"resume: {bad[0]} cannot change on resume; allowed: {', '.join(RUNTIME_KEYS)}")
+    stored_epochs = cfg.run.epochs
     if runtime:
         cfg = cfg.override([f"{k}={v}" for k, v in runtime.items()])
     if checkpoint_exists(run.last):
-        return run, cfg, load_checkpoint(run.last)
+        ckpt = load_checkpoint(run.last)
+        if cfg.run.epochs != stored_epochs:
+            done = ckpt["meta"].get("epoch")
+            if isinstance(done, int) and cfg.run.epochs < done:
+                raise ValueError(f"--epochs: {cfg.run.epochs} is fewer than the {done} epochs {run.path} has "
+                                 f"already trained; allowed: {done} or more")
+            cfg.to_yaml(run.config_path)  # the run's config now says how far it goes
+        return run, cfg, ckpt
     if run.read_metrics() or checkpoint_exists(run.best):
         raise ValueError(f"resume: {run.last}.safetensors is missing, so {run.path} cannot continue where it "
                          "stopped (its metrics and best checkpoint are kept); evaluate it with spikeforge eval, "
@@ -315,12 +324,15 @@ def _new_run_folder(cfg, run_dir, force, ctx) -> RunDir:
 
 
 def train(cfg: TrainConfig, run_dir=None, *, resume: bool = False, force: bool = False, data_dir=None,
-          model: torch.nn.Module | None = None, verbose: bool = True, runtime: dict | None = None) -> dict:
+          model: torch.nn.Module | None = None, verbose: bool = True, runtime: dict | None = None,
+          init_from=None) -> dict:
     """Train ``cfg`` into a run folder; returns ``{"run_dir", "final", "best_acc", "best_epoch", "seconds"}``.
 
     ``resume=True`` continues ``run_dir`` from its ``last`` checkpoint with the config stored there;
     ``runtime`` may change its ``run.device`` / ``run.progress`` (e.g. ``{"run.device": "cpu"}``).
     ``model`` replaces the registered model (e.g. a baseline built by hand); it must return ``[T, B, K]``.
+    ``init_from`` (a run folder or a ``.safetensors`` file) starts a new run from those weights
+    (:mod:`spikeforge.training.finetune`).
     Raises :class:`TrainingDivergedError` on a non-finite loss, gradient, parameter or buffer, after keeping
     the last good checkpoint. The data, model and optimiser are built before a new run folder is created,
     and a new run that fails before its first optimiser step removes the folder it created.
@@ -331,13 +343,15 @@ def train(cfg: TrainConfig, run_dir=None, *, resume: bool = False, force: bool =
         cfg = opened[1]
     ctx = D.init_distributed(cfg.run.device, cfg.run.dist_timeout_s)
     try:
-        return _train(cfg, run_dir, opened, force, data_dir, model, verbose, ctx, t_start)
+        return _train(cfg, run_dir, opened, force, data_dir, model, verbose, ctx, t_start, init_from)
     finally:
         D.shutdown(ctx)
 
 
-def _train(cfg, run_dir, opened, force, data_dir, model, verbose, ctx, t_start):
+def _train(cfg, run_dir, opened, force, data_dir, model, verbose, ctx, t_start, init_from=None):
     resume = opened is not None
+    if resume and init_from is not None:
+        raise ValueError("--init-from starts a new run from trained weights; --resume continues a run: use one")
     run, ckpt = None, None
     if resume:
         run, cfg, ckpt = opened
@@ -355,6 +369,10 @@ def _train(cfg, run_dir, opened, force, data_dir, model, verbose, ctx, t_start):
     method = create_method(cfg.method.name, cfg.method.kwargs)
     method.check(model, cfg)  # before anything is written: a model it cannot train is one error
     model = method.prepare(model).to(device)
+    if init_from is not None:
+        from .finetune import init_weights
+
+        log(f"initialised from {init_weights(model, init_from)}")
     optimizer = build_optimizer(cfg, model)
     global_bs = cfg.data.batch_size
     if global_bs < ctx.world_size:
@@ -444,6 +462,11 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optim
 
     progress = cfg.run.progress and verbose and main
     final = history[-1] if history else None
+    tb = None
+    if main and cfg.run.tensorboard:
+        from .tensorboard import TensorBoardSink
+
+        tb = TensorBoardSink(run.path)
 
     for epoch in range(start_epoch, cfg.run.epochs + 1):
         ddp_model.train()
@@ -495,6 +518,8 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optim
             acc["count"] += float(stats[2])
             acc["data_seconds"] += t_data
             elapsed = acc["seconds"] + (time.perf_counter() - t_epoch)
+            if tb is not None:
+                tb.step(global_step, loss=acc["loss_sum"] / acc["count"], acc=acc["correct"] / acc["count"], lr=lr)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{acc['loss_sum'] / acc['count']:.3f}",
@@ -525,6 +550,8 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optim
         if main:
             run.append_metrics(record)
             history.append(record)
+            if tb is not None:
+                tb.epoch(record)
             if ev["test_acc"] > best_acc:
                 best_acc, best_epoch = ev["test_acc"], epoch
                 save_checkpoint(run.best, net.state_dict(), None, {
@@ -537,6 +564,8 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optim
             f"  {epoch_seconds:.1f} s  data {100 * record['data_fraction']:.1f}%  |  "
             f"{record['spikes_per_sample']:,.0f} spikes/sample  lr {record['lr']:.2e}")
     D.barrier(ctx)
+    if tb is not None:
+        tb.close()
 
     finalized = None
     deployed = method.finalize(net)
