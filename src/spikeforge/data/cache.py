@@ -203,6 +203,8 @@ class FrameStore:
             done += len(items)
             if progress is not None:
                 progress(done, self.n)
+        if filler._fd is not None:  # num_workers=0: written from this process
+            os.close(filler._fd)
         return stats, bad
 
     def read(self, i: int) -> np.ndarray:
@@ -240,16 +242,21 @@ class _StoreFiller(torch.utils.data.Dataset):
 
     def __init__(self, path: Path, compute, frame_shape):
         self.path, self.compute, self.frame_shape = path, compute, frame_shape
-        self._arr, self._pid = None, None
+        self._fd, self._pid, self._offset = None, None, None
 
     def __len__(self):
         return len(np.load(self.path, mmap_mode="r"))
 
+    def __getstate__(self):
+        return {**self.__dict__, "_fd": None, "_pid": None}
+
     def __getitem__(self, i: int):
         from .errors import DataError
 
-        if self._arr is None or self._pid != os.getpid():
-            self._arr, self._pid = np.load(self.path, mmap_mode="r+"), os.getpid()
+        if self._fd is None or self._pid != os.getpid():
+            # pwrite, not a writable memory map: written map pages would stay in this process's resident set
+            self._offset = npy_data_offset(self.path)
+            self._fd, self._pid = os.open(self.path, os.O_WRONLY), os.getpid()
         try:
             counts = np.asarray(self.compute(i))
         except DataError as e:
@@ -259,7 +266,9 @@ class _StoreFiller(torch.utils.data.Dataset):
         if counts.size and float(counts.max()) > np.iinfo(STORE_DTYPE).max:
             raise ValueError(f"sample {i}: {int(counts.max())} events in one pixel and time bin does not fit the "
                              f"frame store's {np.dtype(STORE_DTYPE).name}; use more frames (data.frames)")
-        self._arr[i] = counts
+        row = np.ascontiguousarray(counts, dtype=STORE_DTYPE).tobytes()
+        if os.pwrite(self._fd, row, self._offset + int(i) * len(row)) != len(row):
+            raise OSError(f"{self.path}: short write of sample {i} (disk full?)")
         lf = np.log1p(counts.astype(np.float64))
         axes = tuple(a for a in range(lf.ndim) if a != 1) if lf.ndim == 4 else tuple(range(lf.ndim))
         st = np.stack([lf.sum(axes), (lf * lf).sum(axes)], -1).reshape(-1, 2)
