@@ -157,7 +157,10 @@ def _out_size(n: int, k: int, s: int, p: int) -> int:
 
 
 def supported(x: torch.Tensor, k: int, s: int, p: int, dilation: int, ceil_mode: bool) -> bool:
-    """Whether :func:`max_pool2d_cl` handles this call (else use ``torch.nn.functional.max_pool2d``)."""
+    """Whether :func:`max_pool2d_cl` handles this call (else use ``torch.nn.functional.max_pool2d``).  Never under
+    ``torch.compile``/``torch.export``: the compiler generates its own pooling (numba cannot be traced)."""
+    if torch.compiler.is_compiling():
+        return False
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.dim() != 4:
         return False
     if dilation != 1 or ceil_mode or not (1 <= k <= MAX_KERNEL) or s < 1 or not (0 <= p <= k // 2):
