@@ -117,24 +117,15 @@ def _nif_stats(model, x, y):
     from spikeforge.functional.nif import SENTINEL
 
     fired, first = 0, []
-    hooks = []
-    counts = []
-
-    def hook(_m, _i, out):
-        counts.append(int((out < SENTINEL).sum()))
-
-    from spikeforge.methods.nif import nif_layers
-
-    for m in nif_layers(model).values():
-        hooks.append(m.register_forward_hook(hook))
-    try:
-        for i in range(0, len(y), 250):
-            z = model.spike_times(model.encode(x[i:i + 250]))
-            first.append(torch.log(z.min(-1).values.double()))
-    finally:
-        for h in hooks:
-            h.remove()
-    fired = sum(counts)
+    for i in range(0, len(y), 250):
+        z = model.encode(x[i:i + 250])
+        stages = [(True, model.layers)] if hasattr(model, "layers") else [(False, model.features), (True, model.head)]
+        for flatten, seq in stages:
+            z = z.flatten(1) if flatten else z
+            for layer in seq:
+                z = model._run(layer, z)
+                fired += int((z < SENTINEL).sum())
+        first.append(torch.log(z.min(-1).values.double()))
     return {"spikes_per_sample": fired / len(y), "latency_tau": float(torch.cat(first).mean())}
 
 
@@ -207,6 +198,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--T", type=int, default=8, help="time steps of the BPTT baseline")
     p.add_argument("--nif-hidden", type=int, default=400)
+    p.add_argument("--results", default=None, help="JSON file of finished runs: reused, and each new run added")
     p.add_argument("--child", default=None)
     p.add_argument("--set", action="append", default=[])
     args = p.parse_args()
@@ -214,12 +206,17 @@ def main() -> None:
         print(json.dumps(run_one(args.child, args.set, args.data_dir)))
         return
     t_start = time.time()
+    cache = json.loads(Path(args.results).read_text()) if args.results and Path(args.results).is_file() else {}
     res = {}
     for ds in args.datasets.split(","):
         for name, ov in configs(args).items():
-            r = spawn(name, [f"data.name={ds}"] + ov, args.data_dir)
-            res[(ds, name)] = r
-            print(ds, name, json.dumps(r), flush=True)
+            key = f"{ds}/{name}"
+            if key not in cache:
+                cache[key] = spawn(name, [f"data.name={ds}"] + ov, args.data_dir)
+                if args.results:
+                    Path(args.results).write_text(json.dumps(cache, indent=1))
+            res[(ds, name)] = cache[key]
+            print(ds, name, json.dumps(cache[key]), flush=True)
     body = [f"## Exact spike-time methods: BATS and NIF (`benchmarks/spike_time.py`)\n",
             f"Command: `python benchmarks/spike_time.py --data-dir ../shared/data --train-subset {args.train_subset} "
             f"--test-subset {args.test_subset} --epochs {args.epochs}` · {machine_line()} · "
