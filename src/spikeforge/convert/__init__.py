@@ -11,7 +11,7 @@ __all__ = ["fold_batchnorm", "ConversionConfig", "convert", "prepare_ann", "cali
            "format_diagnostics"]
 
 # recipes: each file registers itself
-from . import hybrid, noise_single_step, normalisation, privatesnn, qcfs, spicalib, tcl  # noqa: E402,F401
+from . import cat_ttfs, hybrid, noise_single_step, normalisation, privatesnn, qcfs, spicalib, tcl  # noqa: E402,F401,I001
 from .registry import RECIPES, convert_with  # noqa: E402
 
 __all__ += ["RECIPES", "convert_with"]
