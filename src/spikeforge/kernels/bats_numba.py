@@ -10,8 +10,8 @@ Layout: a sample's input spikes of every presynaptic neuron, sorted by time (``t
 backward, ``z = exp(t/tau)``, the discriminant root ``x`` and the number of causal inputs of each spike.
 
 * ``bats_fwd`` is parallel over (sample, neuron) pairs (``prange``): each walks the sorted inputs once.
-* ``bats_bwd_spikes`` (serial: it is linear in the output spikes) turns the errors ``dL/dt_k`` into the errors that include the
-  recurrent-reset terms (a spike's reset moves every later spike of its neuron) and multiplies them by the
+* ``bats_bwd_spikes`` (serial: it is linear in the output spikes) turns the errors ``dL/dt_k`` into the errors
+  that include the recurrent-reset terms (a spike's reset moves every later spike of its neuron) and multiplies them by the
   implicit-function factors ``f1 = dt/da``, ``f2 = -dt/db``.
 * ``bats_bwd_weight`` (parallel over neurons, so that no two threads add to one weight row) and
   ``bats_bwd_input`` (parallel over samples, so that no two threads add to one input spike) walk the inputs
