@@ -74,8 +74,10 @@ class LayerOps:
 
     @property
     def input_sparsity(self) -> float:
-        """1 - SynOps / dense ops (the fraction of synaptic work skipped); 0 for MAC layers."""
-        return 1.0 - self.synops / self.dense_ops if self.synops and self.dense_ops else 0.0
+        """1 - SynOps / dense ops (the fraction of synaptic work skipped); 0 for analog-input (MAC) layers."""
+        if not self.dense_ops or self.macs:
+            return 0.0
+        return 1.0 - self.synops / self.dense_ops
 
 
 @dataclass
