@@ -37,6 +37,12 @@ def _run(args) -> int:
     quantize_(ptq, qcfg)
     rows.append({"weights": f"{args.bits}-bit {qcfg.kind}", "mode": "PTQ", "test_acc": acc(ptq),
                  "weight_bits": sum(storage_bits(ptq).values())})
+    if args.state_bits:
+        from .neuron_quant import quantize_neurons_
+
+        quantize_neurons_(ptq, bits=args.state_bits)
+        rows.append({"weights": f"{args.bits}-bit {qcfg.kind} + {args.state_bits}-bit membrane", "mode": "PTQ",
+                     "test_acc": acc(ptq), "weight_bits": sum(storage_bits(ptq).values())})
     if args.qat_epochs:
         qat = copy.deepcopy(model)
         quantize_(qat, QuantConfig(bits=args.bits, scheme=args.scheme, per_channel=not args.per_tensor, mode="qat"))
@@ -69,6 +75,8 @@ def register(sub) -> None:
     p.add_argument("--bits", type=int, default=8, help="weight bits, 1..8 (default 8)")
     p.add_argument("--scheme", default="uniform", help="uniform, log2, ternary or binary (default uniform)")
     p.add_argument("--per-tensor", action="store_true", help="one scale per tensor (default: per output channel)")
+    p.add_argument("--state-bits", type=int, default=0,
+                   help="also integer neuron state: membrane register bits, threshold on its grid, leak a shift")
     p.add_argument("--qat-epochs", type=int, default=0, help="epochs of quantisation-aware fine-tuning (default 0)")
     p.add_argument("--lr-scale", type=float, default=0.1, help="QAT learning rate = run's lr x this (default 0.1)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
