@@ -79,7 +79,7 @@ class ALBSNNConfig:
 
     layers: tuple = ()
     estimator: str = "loss"
-    tau_e: float = 0.02
+    tau_e: float = 0.0
     min_saving: float = 0.2
     warmup_epochs: int = 0
 
