@@ -9,7 +9,7 @@ with ``model.T=1``) and return a tensor of the same shape; they hold parameters 
   with a trainable bound :math:`\lambda` per layer and the PACT gradients
   :math:`\partial y/\partial x = 1[0 < x < \lambda]`, :math:`\partial y/\partial\lambda = 1[x \ge \lambda]`.
   The paper's :math:`\tfrac{\beta}{2}\sum_l\lambda_l^2` term is the optimiser's weight decay on
-  :math:`\lambda` (``train.weight_decay``).
+  :math:`\lambda` (``optim.weight_decay``).
 - ``qcfs`` (Bu et al., ICLR 2022, quantisation-clip-floor-shift):
   :math:`y = \tfrac{\lambda}{L}\,\lfloor \mathrm{clamp}(x/\lambda, 0, 1)\,L + \tfrac12\rfloor` with a
   trainable :math:`\lambda` and a straight-through floor, as in the authors' code.
