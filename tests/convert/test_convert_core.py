@@ -151,3 +151,14 @@ def test_bad_T_is_named():
     snn = convert(_mlp_ann(), ConversionConfig(**REF), torch.rand(8, 1, 4, 4))
     with pytest.raises(ValueError, match=r"^T: 0; allowed: integers >= 1"):
         accuracy_vs_T(snn, torch.rand(2, 1, 4, 4), torch.zeros(2), Ts=(0, 4))
+
+
+def test_conversion_config_round_trips_and_names_bad_fields():
+    cfg = ConversionConfig(T=8, norm="percentile", percentile=99.9, per_channel=True, v_init=0.5, spicalib=1)
+    assert ConversionConfig(**cfg.to_dict()) == cfg
+    for kw, msg in (({"norm": "mean"}, r"^norm: 'mean'; allowed: max, percentile, bound"),
+                    ({"v_init": 1.0}, r"^v_init: 1.0; allowed: a number in \[0, 1\)"),
+                    ({"maxpool": "avg"}, r"^maxpool: 'avg'; allowed: spiking, lipool"),
+                    ({"spicalib": -1}, r"^spicalib: -1; allowed: an integer >= 0")):
+        with pytest.raises(ValueError, match=msg):
+            ConversionConfig(**kw)
