@@ -187,8 +187,15 @@ class ALBSNN(Method):
         return {"bits": total, "full_precision_bits": full, "saving": 1.0 - total / full, "per_layer": bits}
 
     def select(self, model, x, y, loss_fn=None) -> list[str]:
-        """Estimate every candidate on ``(x, y)`` and binarise the chosen ones (the others become float)."""
+        """Estimate every candidate on ``(x, y)`` and binarise the chosen ones (the others become float).  Under
+        DDP the estimates are averaged over the processes first, so that every process chooses the same layers."""
         e = self.estimate(model, x, y, loss_fn)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            p = next(unwrap(model).parameters())
+            t = torch.tensor([e[n] for n in self.candidates], dtype=torch.float64, device=p.device)
+            torch.distributed.all_reduce(t)
+            t /= torch.distributed.get_world_size()
+            e = dict(zip(self.candidates, t.tolist()))
         layers = weight_layers(model)
         order = sorted(self.candidates, key=lambda n: e[n])
         chosen = [n for n in order if e[n] <= self.config.tau_e]
