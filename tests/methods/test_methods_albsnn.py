@@ -47,7 +47,8 @@ def test_binarised_layers_compute_with_plus_minus_alpha():
             continue
         alpha = w.detach().abs().flatten(1).mean(1)
         wb = m.weight.detach()
-        torch.testing.assert_close(wb.abs().flatten(1), alpha[:, None].expand(-1, w[0].numel()))  # one |value| per channel
+        # one magnitude per output channel, alpha = mean |W_c|
+        torch.testing.assert_close(wb.abs().flatten(1), alpha[:, None].expand(-1, w[0].numel()))
         assert torch.equal(torch.sign(wb), torch.where(w >= 0, 1.0, -1.0))
         x = torch.randn(2, m.in_channels, 4, 4)
         torch.testing.assert_close(m(x), F.conv2d(x, alpha[:, None, None, None] * torch.sign(wb), padding=1))

@@ -26,7 +26,8 @@ from .registry import MODELS
 
 
 class ALBNet(SpikingModel):
-    """conv3x3 -> BN -> neuron per ``channels`` entry (max pooling after the ``pools`` stages), then global average pool -> linear per step."""
+    """conv3x3 -> BN -> neuron per ``channels`` entry (max pooling after the ``pools`` stages), then a global
+    average pool and a linear layer per step."""
 
     def __init__(self, num_classes=10, in_channels=1, neuron="lif", neuron_kwargs=None, T=1, input_size=28,
                  channels=(32, 64, 128, 128), pools=(0, 1), encoder="direct"):
