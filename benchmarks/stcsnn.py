@@ -99,8 +99,8 @@ def main() -> None:
             print(f"{name} T={T}: {100 * fin['test_acc']:.2f}%  {fin['spikes_per_sample']:,.0f} spikes/sample  "
                   f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     header = "| net | " + " | ".join(f"T={T}" for T in Ts) + " | measured (UTC) |"
-    budget_line = (f"Train subset {args.train_subset}, test subset {args.test_subset}, {args.epochs} epoch(s), channels "
-                   "32/64, AdamW 2e-3 cosine, CE on the mean output; test accuracy (spikes per sample).")
+    budget_line = (f"Train subset {args.train_subset}, test subset {args.test_subset}, {args.epochs} epoch(s), "
+                   "channels 32/64, AdamW 2e-3 cosine, CE on the mean output; test accuracy (spikes per sample).")
     rows = kept_rows(read_section("stcsnn"), budget_line, header, set(run))
     stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     for name in run:
@@ -108,7 +108,8 @@ def main() -> None:
                                                   for T in Ts) + f" | {stamp} |")
     lines = [header, "|---|" + "---:|" * len(Ts) + "---|"] + [rows[n] for n in VARIANTS if n in rows]
     cmd = "python benchmarks/stcsnn.py --data-dir ../shared/data " + " ".join(
-        a for a in sys.argv[1:] if not a.startswith(("--data-dir", "--from-log")) and a not in (args.data_dir, args.from_log))
+        a for a in sys.argv[1:]
+        if not a.startswith(("--data-dir", "--from-log")) and a not in (args.data_dir, args.from_log))
     body = (f"## stcsnn: STCB net vs same-size surrogate-gradient nets (Fashion-MNIST)\n\nCommand: `{cmd.strip()}` · "
             f"{machine_line()} · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
             + budget_line + "\n\n" + "\n".join(lines))

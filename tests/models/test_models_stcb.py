@@ -29,7 +29,8 @@ def test_shipped_default_equivalent_gradient_matches_finite_differences_of_expec
         stcb_temporal(i_seq, decay, theta, reset=reset).sum().backward()
         g_eq = float(i_seq.grad.sum())
         h = 0.02
-        fd = (_mc_count(i_bar + h, decay, T, theta, reset, v0) - _mc_count(i_bar - h, decay, T, theta, reset, v0)) / (2 * h)
+        fd = (_mc_count(i_bar + h, decay, T, theta, reset, v0)
+              - _mc_count(i_bar - h, decay, T, theta, reset, v0)) / (2 * h)
         assert g_eq == pytest.approx(fd, rel=0.03), i_bar
 
 
@@ -45,7 +46,8 @@ def test_hard_reset_expected_count_is_exact_and_its_gradient_matches_finite_diff
         i = torch.tensor(i_bar, dtype=torch.float64, requires_grad=True)
         (g,) = torch.autograd.grad(stcb_expected_count(i, lam_, T, theta, "hard"), i)
         h = 0.01
-        fd = (_mc_count(i_bar + h, lam_, T, theta, "hard", v0) - _mc_count(i_bar - h, lam_, T, theta, "hard", v0)) / (2 * h)
+        fd = (_mc_count(i_bar + h, lam_, T, theta, "hard", v0)
+              - _mc_count(i_bar - h, lam_, T, theta, "hard", v0)) / (2 * h)
         assert float(g) == pytest.approx(fd, rel=0.03, abs=0.05), (i_bar, lam_)
     i = torch.tensor(0.6, dtype=torch.float64, requires_grad=True)
     assert float(torch.autograd.grad(stcb_expected_count(i, 0.5, T, theta, "hard"), i)[0]) == pytest.approx(6.0)

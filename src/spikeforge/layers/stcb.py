@@ -18,7 +18,8 @@ binary spikes and accumulate-only synapses, trained with an "equivalent gradient
    initial membrane jittered uniformly, :math:`v_0 \sim U(0, \theta)`:
    :math:`\partial L/\partial I_t = \frac{N'(\bar I)}{T}\cdot\frac{1}{T}\sum_{t'} \partial L/\partial s_{t'}`
    (for a loss on the count, :math:`(\partial L/\partial n)\,N'(\bar I)/T`).  The cost is independent of T
-   (no BPTT).  [inferred] :math:`N` is computed exactly for hard reset (any :math:`\lambda \in (0, 1]`): before the first spike :math:`u_t = \lambda^t v_0 + \bar I S_t`,
+   (no BPTT).  [inferred] :math:`N` is computed exactly for hard reset (any :math:`\lambda \in (0, 1]`): before
+   the first spike :math:`u_t = \lambda^t v_0 + \bar I S_t`,
    :math:`S_t = \sum_{j<t}\lambda^j`, so :math:`F_t = P(t_1 \le t) =
    \mathrm{clip}(1 - (\theta - \bar I S_t)/(\lambda^t\theta), 0, 1)`; after a spike the membrane
    restarts from 0 and fires again every :math:`p = \min\{j: \bar I S_j \ge \theta\}` steps, so
