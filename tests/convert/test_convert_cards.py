@@ -192,3 +192,14 @@ def test_cat_ttfs_ann_logits_equal_the_ttfs_simulation_bit_for_bit_in_float64():
     a, s = net64(x.double()), ttfs_simulate(net64, x.double())
     assert torch.equal(a, s)
     assert len(torch.unique(a)) > 100  # not trivially equal (all zeros)
+
+
+def test_offset_and_diagnostics_see_every_sample_at_large_T():
+    from spikeforge.convert import layer_diagnostics
+
+    torch.manual_seed(0)
+    ann = create_model("mlp", neuron="relu", T=1, input_size=4, hidden=(8,)).eval()
+    x = torch.rand(300, 1, 4, 4)
+    snn = convert(ann, ConversionConfig(T=64, **REF), x)
+    assert len(offset_calibrate_(snn, ann, x, T=64)) == 1  # 300 x 64 steps > one default chunk
+    assert layer_diagnostics(ann, snn, x, 64)[0]["layer"] == "features.1"

@@ -62,7 +62,7 @@ def offset_calibrate_(snn, ann, x: torch.Tensor, T: int) -> dict[str, float]:
         got = {}
         h = site.neuron.register_forward_hook(lambda mod, i, o: got.__setitem__("s", o.detach().float()))
         try:
-            run_sequence(snn, x, T)
+            run_sequence(snn, x, T, max_fold=T * x.shape[0])  # one chunk: the hook sees every sample
         finally:
             h.remove()
         s = got["s"]

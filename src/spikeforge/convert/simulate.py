@@ -104,7 +104,7 @@ def layer_diagnostics(ann: nn.Module, snn: nn.Module, x: torch.Tensor, T: int) -
         handles.append(m.neuron.register_forward_hook(lambda mod, i, o, n=n: seqs.__setitem__(n, o.detach().float())))
     try:
         net(x)
-        run_sequence(snn, x, T)
+        run_sequence(snn, x, T, max_fold=T * x.shape[0])  # one chunk: the hooks see every sample
     finally:
         for h in handles:
             h.remove()
