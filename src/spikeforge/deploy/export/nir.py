@@ -655,5 +655,5 @@ def load_nir(path):
     try:
         return nir.read(path, type_check=False)
     except Exception as e:  # h5py / nir raise OSError, KeyError, ValueError... for a bad file
-        raise ValueError(f"{path}: not a readable NIR file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                         ) from None
+        reason = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"{path}: not a readable NIR file ({type(e).__name__}: {reason})") from None
