@@ -8,8 +8,9 @@ BPTT on the first ``--train-subset`` training images for ``--epochs`` epochs, ev
 * weights at fp32, 8, 4, 2, 1 bits: post-training (PTQ, per-channel scales calibrated once) and after
   ``--qat-epochs`` of quantisation-aware fine-tuning (learning rate x 0.1);
 * Gaussian weight noise of 1, 5, 10, 20 % of each layer's weight RMS (fixed per inference, 3 draws);
-* crossbars of 32, 64, 128 (R_on 20 kOhm, on/off 10, R_wire 1 Ohm per segment, 10 % device-to-device
-  variation) at T = 1, 2, 4, 8, 16 (the model trained at T = 4, run for T steps);
+* crossbars of 32, 64, 128 (R_on 20 kOhm, on/off 10; R_wire 1 Ohm per segment with 10 % device-to-device
+  variation, and IR drop alone with R_wire 2.5, R_source = R_sink 50 Ohm) at T = 1, 2, 4, 8, 16 (the model
+  trained at T = 4, run for T steps);
 * energy per inference (Horowitz 45 nm profiles) and of one training epoch (SATA model) against the ANN of
   the same shape (``model.neuron=relu``, T = 1).
 
@@ -51,10 +52,11 @@ def main(argv=None) -> int:
     p.add_argument("--test-subset", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--qat-epochs", type=int, default=1)
-    p.add_argument("--xbar-test", type=int, default=300, help="test images for the crossbar rows")
+    p.add_argument("--xbar-test", type=int, default=500, help="test images for the crossbar rows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/hardware-bench", help="scratch run folders")
     p.add_argument("--only", default="quant,noise,crossbar,energy")
+    p.add_argument("--reuse", action="store_true", help="reuse the trained SNN in --out (same settings)")
     args = p.parse_args(argv)
     if args.data_dir:
         os.environ["SPIKEFORGE_DATA"] = args.data_dir
@@ -73,7 +75,10 @@ def main(argv=None) -> int:
     only = set(args.only.split(","))
     t0 = time.time()
     cfg = _cfg(args, args.out, args.epochs)
-    res = train(cfg, args.out + "/snn", force=True, verbose=False)
+    if args.reuse and (Path(args.out) / "snn" / "summary.json").exists():
+        res = {"run_dir": str(Path(args.out) / "snn")}
+    else:
+        res = train(cfg, args.out + "/snn", force=True, verbose=False)
     arrays = load_data(cfg.data, args.data_dir)
     from spikeforge.training.checkpoint import load_checkpoint, load_model_state
     from spikeforge.training.runs import RunDir
@@ -87,7 +92,12 @@ def main(argv=None) -> int:
     def acc(m, n=None, T=None):
         c = cfg if T is None else cfg.override([f"model.T={T}"])
         xs, ys = (arrays.x_test, arrays.y_test) if n is None else (arrays.x_test[:n], arrays.y_test[:n])
-        return 100 * evaluate(m, xs, ys, c, arrays.sequence, warn_bn=False)["test_acc"]
+        T0 = m.T
+        m.T = c.model.T                                  # the direct encoder repeats the image model.T times
+        try:
+            return 100 * evaluate(m, xs, ys, c, arrays.sequence, warn_bn=False)["test_acc"]
+        finally:
+            m.T = T0
 
     fp32 = acc(model)
     budget = (f"Budget: `convnet` (channels 16, 32; T = 4; LIF; direct coding), BPTT {args.epochs} epochs on the first "
@@ -139,15 +149,19 @@ def main(argv=None) -> int:
         ideal = [acc(model, n, T) for T in Ts]
         rows = ["| crossbar | " + " | ".join(f"T={T}" for T in Ts) + " |", "|---|" + "---:|" * len(Ts),
                 "| ideal (W @ s) | " + " | ".join(f"{a:.2f}%" for a in ideal) + " |"]
-        for tile in (32, 64, 128):
-            xb = to_crossbar(model, CrossbarConfig(tile=tile, r_wire=1.0, sigma_d2d=0.1, seed=args.seed))
-            accs = [acc(xb, n, T) for T in Ts]
-            rows.append(f"| {tile}x{tile} | " + " | ".join(f"{a:.2f}% ({a - i:+.1f})" for a, i in zip(accs, ideal))
-                        + " |")
+        for label, kw in (("R_wire 1, d2d 10%", dict(r_wire=1.0, sigma_d2d=0.1)),
+                          ("IR drop only: R_wire 2.5, R_source = R_sink 50", dict(r_wire=2.5, r_source=50.0,
+                                                                                   r_sink=50.0))):
+            for tile in (32, 64, 128):
+                xb = to_crossbar(model, CrossbarConfig(tile=tile, seed=args.seed, **kw))
+                accs = [acc(xb, n, T) for T in Ts]
+                rows.append(f"| {label}, {tile}x{tile} | " + " | ".join(
+                    f"{a:.2f}% ({a - i:+.1f})" for a, i in zip(accs, ideal)) + " |")
         body = ["### Memristive crossbars (deploy.crossbar)", "", budget, "",
-                f"Every Conv/Linear on tiles (differential pairs, R_on 20 kOhm, on/off 10, R_wire 1 Ohm per cell "
-                f"segment, 10% device-to-device variation, linear devices); the model trained at T = 4 is run for T "
-                f"steps; first {n} test images. In brackets: change vs the ideal model at the same T.", "", *rows]
+                f"Every Conv/Linear on tiles (differential pairs, R_on 20 kOhm, on/off 10, linear devices; resistances "
+                f"in Ohm per cell segment / driver / sense amplifier); the model trained at T = 4 is run for T steps; "
+                f"first {n} test images (one image = {100 / n:.2f} points). In brackets: change vs the ideal model at "
+                f"the same T.", "", *rows]
         write_section("hardware_crossbar", "\n".join(body))
         print("\n".join(body))
 
