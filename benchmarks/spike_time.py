@@ -178,6 +178,26 @@ def run_one(name: str, overrides: list[str], data_dir: str) -> dict:
     return out
 
 
+def nif_kernel_rows(batch=64, n_in=784, n_out=400) -> list[str]:
+    """Forward + backward of one NIF dense layer: the fused kernels vs the reference closed form (median of 5)."""
+    import torch
+
+    from _report import median_time
+    from spikeforge.functional.nif import nif_spike_time
+    from spikeforge.kernels.nif_numba import nif_spike_time_numba
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.exp(3 * torch.rand(batch, n_in, generator=g))
+    w = (torch.rand(n_out, n_in, generator=g) * 8 / n_in).requires_grad_(True)
+    bw = torch.zeros(n_out, requires_grad=True)
+    rows = []
+    for name, fn in (("reference (functional/nif.py)", nif_spike_time), ("fused numba (kernels/nif_numba.py)",
+                                                                       nif_spike_time_numba)):
+        sec = median_time(lambda: fn(z, w, bw).sum().backward(), repeat=5, warmup=1)
+        rows.append(f"| {name} | {batch} x {n_in} -> {n_out} | {1000 * sec:.0f} |")
+    return rows
+
+
 def spawn(name, overrides, data_dir) -> dict:
     cmd = [sys.executable, __file__, "--child", name, "--data-dir", data_dir]
     for o in overrides:
@@ -249,6 +269,8 @@ def main() -> None:
     body.append("\nQuantisation is post-training (the float-trained net, weights fake-quantised per neuron); "
                 "training under quantisation is `method.kwargs.quant_bits`. Noise: one fixed draw per layer, "
                 "mean of 3 draws.")
+    body += ["", "### NIF layer kernels (forward + backward, float32 in, median of 5)\n",
+             "| implementation | shape | ms |", "|---|---|---|", *nif_kernel_rows()]
     write_section("spike_time", "\n".join(body))
     print("\n".join(body))
 
