@@ -42,6 +42,7 @@ def test_export_nir_runs_the_trained_model(run_dir, tmp_path, capsys):
         torch.testing.assert_close(from_nir(out)(x_seq), model(sample), rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow  # the ONNX path itself is tested in test_export_onnx.py; this is the CLI plumbing for it
 def test_export_onnx_runs_the_trained_model(run_dir, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from spikeforge.deploy.export.cli import load_run_model
