@@ -54,7 +54,8 @@ print(json.dumps({"first": first, "asleep": max(asleep, asleep2), "spinning": sp
     assert first["policy"] == "auto" and first["waiting"] in ("spin", "sleep")
     assert any("torch" in p for p in first["runtimes"]) and len(first["runtimes"]) == 2  # torch's and numba's
     assert got["asleep"] < 1.0, got
-    assert got["spinning"] > max(1.0, 4 * got["asleep"]), got
+    # spinning workers burn ~5 ms per idle 30 ms on a quiet machine; less when another process takes a core
+    assert got["spinning"] > max(0.4, 4 * got["asleep"]), got
 
 
 def test_auto_sleeps_while_another_process_is_busy():
