@@ -124,6 +124,18 @@ def load_generated(directory: Path, stem: str, text: str, prefix: str):
     return mod
 
 
+def load_fixed_source(sub: str, stem: str, source: str, prefix: str):
+    """Import a fixed numba kernel module (``source`` with its ``CACHE`` placeholder filled in) from the on-disk
+    kernel cache ``sub``, or from a fresh temporary folder without numba's disk cache when caching is off."""
+    d = cache_dir(sub)
+    text = source.replace("CACHE", repr(d is not None), 1)
+    if d is None:
+        import tempfile
+
+        d = Path(tempfile.mkdtemp(prefix=f"spikeforge-{sub}-"))
+    return load_generated(d, stem, text, prefix)
+
+
 # Source of a numba intrinsic both generated kernel modules include (they import numba as ``nb``): a store with
 # the ``nontemporal`` hint.  Kept as text because the kernels are generated as text (see load_generated).
 STORE_NT_SOURCE = '''\

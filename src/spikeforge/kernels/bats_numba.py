@@ -151,18 +151,10 @@ def kernels():
     if _MOD is None:
         with _lock:
             if _MOD is None:
-                from ._codegen import cache_dir, load_generated
+                from ._codegen import load_fixed_source
                 from .cpu import _numba
-
                 _numba()  # numba's thread pool started the way the other CPU kernels start it
-                d = cache_dir("bats")
-                text = SOURCE.replace("CACHE", repr(d is not None), 1)
-                if d is None:
-                    import tempfile
-                    from pathlib import Path
-
-                    d = Path(tempfile.mkdtemp(prefix="spikeforge-bats-"))
-                _MOD = load_generated(d, "bats_float64", text, "spikeforge_bats")
+                _MOD = load_fixed_source("bats", "bats_float64", SOURCE, "spikeforge_bats")
     return _MOD
 
 

@@ -96,18 +96,10 @@ def kernels():
     if _MOD is None:
         with _lock:
             if _MOD is None:
-                from ._codegen import cache_dir, load_generated
+                from ._codegen import load_fixed_source
                 from .cpu import _numba
-
                 _numba()
-                d = cache_dir("nif")
-                text = SOURCE.replace("CACHE", repr(d is not None), 1)
-                if d is None:
-                    import tempfile
-                    from pathlib import Path
-
-                    d = Path(tempfile.mkdtemp(prefix="spikeforge-nif-"))
-                _MOD = load_generated(d, "nif_float64", text, "spikeforge_nif")
+                _MOD = load_fixed_source("nif", "nif_float64", SOURCE, "spikeforge_nif")
     return _MOD
 
 
