@@ -2,6 +2,9 @@
 the loop (generated over the registry, so a new method is checked without editing a list)."""
 
 import dataclasses
+import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,3 +73,61 @@ def test_every_method_trains_the_default_model_one_epoch(tmp_path, name):
     for k in ("test_acc", "T", "train_seconds", "peak_memory_mb", "spikes_per_sample", "samples_per_s"):
         assert k in rec, k
     assert rec["method"] == name and 0.0 <= rec["test_acc"] <= 1.0
+
+
+# ------------------------------------------------------------------------------- bptt: the pre-interface results
+# Recorded with the training loop as it was before the Method interface (commit e255947^), one torch thread, and
+# reproduced bit for bit by e255947 and later: the default config on digits, and a Fashion-MNIST smoke run.
+DIGITS_1_EPOCH = {"test_acc": 0.8194444444444444, "train_acc": 0.7188587334725122, "train_loss": 1.73713391451016,
+                  "test_loss": 1.9624430497487386}
+DIGITS_DEFAULT_TEST_ACC = [0.9, 0.975, 0.9861111111111112] + [0.9916666666666667] * 5
+DIGITS_DEFAULT_TRAIN_LOSS = [1.6061867553489275, 0.656072526278393, 0.28904254426538073, 0.1760404539568688,
+                             0.132753474250301, 0.11408217028353723, 0.10264088501201045, 0.10047758400191345]
+FASHION_SMOKE = {"test_acc": 0.122, "train_loss": 1.6427717628479004}
+
+
+def _one_thread_run(tmp_path, cfg, **kw):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # float sums depend on the thread count; the recorded values used one thread
+    try:
+        train(cfg, tmp_path / "r", verbose=False, **kw)
+    finally:
+        torch.set_num_threads(threads)
+    return [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+
+
+def _same(got, want):
+    """Accuracies exactly (they are counts); losses to 1e-6 relative (the last bits may move with the CPU's
+    vector width; a change in what the loop computes moves them by far more)."""
+    for k, v in want.items():
+        assert got[k] == v if "acc" in k else got[k] == pytest.approx(v, rel=1e-6), (k, got[k], v)
+
+
+def test_bptt_is_the_pre_interface_loop_on_the_default_config(tmp_path):
+    """`spikeforge train` with the default config (digits, conv SNN, T=4), one epoch: the metrics recorded
+    before ``bptt`` became a method."""
+    (rec,) = _one_thread_run(tmp_path, TrainConfig().override(
+        ["run.epochs=1", "run.progress=false", "run.plots=false", "run.device=cpu"]))
+    assert rec["method"] == "bptt"
+    _same(rec, DIGITS_1_EPOCH)
+
+
+def _fashion_dir():
+    d = Path(os.environ.get("SPIKEFORGE_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
+    return d if (d / "fashion-mnist").is_dir() else None
+
+
+@pytest.mark.slow
+def test_bptt_is_the_pre_interface_loop_on_digits_and_a_fashion_mnist_smoke_run(tmp_path):
+    """The whole default run (8 epochs on digits) and configs/fashion_mnist.yaml on 2,000/500 images for one
+    epoch reproduce the pre-interface metrics (about 2 minutes on 2 shared cores)."""
+    common = ["run.progress=false", "run.plots=false", "run.device=cpu"]
+    recs = _one_thread_run(tmp_path / "digits", TrainConfig().override(common))
+    assert [r["test_acc"] for r in recs] == DIGITS_DEFAULT_TEST_ACC
+    assert [r["train_loss"] for r in recs] == pytest.approx(DIGITS_DEFAULT_TRAIN_LOSS, rel=1e-6)
+    data = _fashion_dir()
+    assert data is not None, "Fashion-MNIST not found under $SPIKEFORGE_DATA (../shared/data)"
+    cfg = TrainConfig.from_yaml(Path(__file__).resolve().parents[2] / "configs" / "fashion_mnist.yaml").override(
+        common + ["data.train_subset=2000", "data.test_subset=500", "run.epochs=1"])
+    (rec,) = _one_thread_run(tmp_path / "fashion", cfg, data_dir=data)
+    _same(rec, FASHION_SMOKE)
