@@ -362,8 +362,10 @@ class TrainConfig:
         import yaml
 
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
+        if path is not None:  # atomically: --resume --epochs rewrites the config of a run that must stay resumable
+            from .training.checkpoint import atomic_write_text
+
+            atomic_write_text(path, text)
         return text
 
     def override(self, assignments: list[str]) -> "TrainConfig":

@@ -237,6 +237,56 @@ def test_disk_full_is_one_line(tmp_path, capsys, monkeypatch):
     one_line_error(capsys, "run.json", "No space left on device")
 
 
+def test_disk_full_inside_a_write_names_the_file(tmp_path, capsys, monkeypatch):
+    """A write or fsync that fails carries no file name; the error must still name the file being written."""
+    import os
+
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            if len(data) > 10_000:  # checkpoints, not the small JSON and marker files
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(C.os, "fdopen", lambda *a, **k: Full(real_fdopen(*a, **k)))
+    assert main(cli(tmp_path)) == 2
+    line = one_line_error(capsys, "No space left on device", ".safetensors")
+    assert str(tmp_path / "r" / "checkpoints") in line, line
+    assert not list((tmp_path / "r" / "checkpoints").glob("*.tmp")) if (tmp_path / "r").exists() else True
+
+    def no_fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    run = RunDir.create(tmp_path / "m")
+    monkeypatch.setattr("spikeforge.training.runs.os.fsync", no_fsync)
+    with pytest.raises(OSError) as e:
+        run.append_metrics({"epoch": 1})
+    assert e.value.filename == str(run.metrics_path)
+
+
+def test_read_only_folder_names_the_file_not_its_temporary(tmp_path, monkeypatch):
+    def read_only(dir, prefix, suffix):
+        raise OSError(errno.EROFS, "Read-only file system", f"{dir}/{prefix}x1y2{suffix}")
+
+    monkeypatch.setattr(C.tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as e:
+        TrainConfig().to_yaml(tmp_path / "config.yaml")  # atomic: resume --epochs rewrites it
+    assert e.value.filename == str(tmp_path / "config.yaml") and e.value.errno == errno.EROFS
+
+
 def test_eval_prints_its_result_when_the_folder_is_read_only(tmp_path, trained_run, capsys, monkeypatch):
     def read_only(self, name, obj):
         raise OSError(errno.EROFS, "Read-only file system", str(self.path / name))

@@ -66,19 +66,30 @@ def nonfinite_names(tensors: dict) -> list[str]:
     return [k for k, b in zip(names, bad.tolist()) if b]
 
 
+def _named(e: OSError, path) -> OSError:
+    """``e`` naming ``path``: a failed write or fsync names no file, a failed ``mkstemp`` its temporary file."""
+    return type(e)(e.errno, e.strerror, str(path)) if e.errno is not None else e
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _named(e, path) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a run folder's files follow the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _named(e, path) from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -88,6 +99,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
             os.close(dfd)
     except OSError:  # pragma: no cover - folders cannot be fsynced on some filesystems
         pass
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o22)  # reading the umask means setting it: done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write_text(path, text: str) -> None:

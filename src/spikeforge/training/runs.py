@@ -150,10 +150,15 @@ class RunDir:
 
     def append_metrics(self, record: dict) -> None:
         """Append one epoch's record (one line, flushed and fsynced)."""
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a failed write or fsync names no file
+            if e.filename is None and e.errno is not None:
+                raise OSError(e.errno, e.strerror, str(self.metrics_path)) from None
+            raise
 
     def read_metrics(self) -> list[dict]:
         """Every complete record; a torn last line (a crash mid-write) is ignored."""
