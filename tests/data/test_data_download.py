@@ -186,8 +186,9 @@ def test_cli_datasets_download(tmp_path, monkeypatch, capsys):
         monkeypatch.setattr(MNIST, "info", dataclasses.replace(MNIST.info, resources=bad))
         capsys.readouterr()
         assert main(["datasets", "download", "mnist", "--data-dir", str(tmp_path / "other"), "--no-progress"]) == 2
-        err = capsys.readouterr().err
-        assert err.startswith("spikeforge datasets: error: dataset 'mnist'") and "checksum mismatch" in err
+        err = capsys.readouterr().err.strip()  # one line: not the "not found, run datasets download" message
+        assert err.startswith("spikeforge datasets: error: mnist: download into ") and "checksum mismatch" in err
+        assert "\n" not in err and "rerun the same command" in err, err
         assert not any((tmp_path / "other").rglob("*.gz"))
     assert main(["datasets", "download", "imagenet", "--data-dir", str(tmp_path / "x")]) == 2
     assert "cannot fetch 'imagenet'" in capsys.readouterr().err

@@ -81,6 +81,8 @@ def run(args) -> int:
 
 
 def download(args) -> int:
+    from .errors import DatasetNotFoundError, DownloadError
+    from .paths import writable_data_dir
     from .registry import DATASETS, get_info
 
     info = get_info(args.name)  # an unknown name raises, listing the known ones
@@ -92,7 +94,14 @@ def download(args) -> int:
     if all(found.values()):
         print(f"{info.name}: already present: " + ", ".join(f"{s}: {p}" for s, p in found.items()))
         return 0
-    target = cls.fetch_files(args.data_dir, progress=not args.no_progress)
+    try:
+        target = cls.fetch_files(args.data_dir, progress=not args.no_progress)
+    except DatasetNotFoundError as e:
+        if not isinstance(e.__cause__, DownloadError):  # e.g. no download source: the message says where to get it
+            raise
+        where = cls.download_target(writable_data_dir(args.data_dir))
+        raise DownloadError(f"{info.name}: download into {where} failed: {e.__cause__}; rerun the same command to "
+                            "resume it") from None
     found = {split: cls.find(split, args.data_dir)[0] for split in info.splits}
     missing = [s for s, p in found.items() if p is None]
     if missing:
