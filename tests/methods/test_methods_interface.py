@@ -64,6 +64,19 @@ def test_every_method_declares_its_config_and_card(name):
 
 
 @pytest.mark.parametrize("name", METHODS.list())
+def test_an_unknown_option_is_one_error_listing_the_methods_options(name):
+    """``method.kwargs.<unknown>``: one ValueError naming the key and the method, listing every valid option."""
+    valid = [f.name for f in dataclasses.fields(METHODS.get(name).factory.Config)]
+    want = (f"method.kwargs.nope: unknown option of method {name!r}; valid: {', '.join(valid) or '(none)'}")
+    with pytest.raises(ValueError) as e:
+        TrainConfig().override([f"method.name={name}", "method.kwargs.nope=1"])
+    assert str(e.value) == want
+    with pytest.raises(ValueError) as e:  # the same error whichever order the keys are set in
+        TrainConfig().override(["method.kwargs.nope=1", f"method.name={name}"])
+    assert str(e.value) == want
+
+
+@pytest.mark.parametrize("name", METHODS.list())
 def test_every_method_trains_the_default_model_one_epoch(tmp_path, name):
     """Each method runs through the real loop with its defaults and writes the common record fields."""
     cls = METHODS.get(name).factory
