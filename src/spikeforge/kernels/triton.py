@@ -832,3 +832,34 @@ def run_cell(cell, x_seq: torch.Tensor, states, params, surrogate: Surrogate, re
                    for n, p in zip(cell.params, params))
     res = TritonCellFn.apply(cell, surrogate, record, check, x_seq, *states, *params)
     return res[0], tuple(res[2:]), (res[1] if record else None)
+
+
+def cell_ptx(cell, dtype: torch.dtype, surrogate: Surrogate, consts: tuple = (), grads: tuple = (), arch: int = 90,
+             flags: bool = True) -> dict:
+    """Compile the generated kernels of ``cell`` for a CUDA GPU of compute capability ``arch`` (no GPU needed:
+    Triton's compiler and ptxas run on the CPU) and return their PTX, ``{"fwd": ..., "bwd": ...}``.  Every
+    compile-time flag (per-neuron states and parameters, per-step tables, recorded ``v_seq``, incoming gradients)
+    is set to ``flags``.  The interpreter accepts code the compiler rejects (e.g. a loop-carried value that
+    changes type), so this is how the tests check the GPU path on a machine without one."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    if _interpret():
+        raise ValueError("cell_ptx: unset TRITON_INTERPRET (the interpreter compiles nothing)")
+    ty = {torch.float32: "fp32", torch.float64: "fp64"}[dtype]
+    fwd, bwd, arr = _cell_kernels(cell, dtype, surrogate, tuple(consts), tuple(grads))
+    seq = {f"P{i}_SEQ" for i in arr if cell.params[i] in cell.seq_params}
+    out = {}
+    for key, k in (("fwd", fwd), ("bwd", bwd)):
+        sig, cst = {}, {}
+        for j, (name, par) in enumerate(zip(k.arg_names, k.params)):
+            if name.endswith("_ptr"):
+                sig[name] = "*i8" if name == "bad_ptr" else "*fp64" if name.startswith("gp") else "*" + ty
+            elif par.is_constexpr:
+                sig[name] = "constexpr"
+                cst[(j,)] = BLOCK if name == "BLOCK" else (flags and (name in seq or not name.endswith("_SEQ")))
+            else:
+                sig[name] = "i32"
+        src = triton.compiler.ASTSource(fn=k, signature=sig, constexprs=cst)
+        out[key] = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=_compile_opts()).asm["ptx"]
+    return out
