@@ -32,7 +32,8 @@ from typing import NamedTuple
 
 import torch
 
-from ..kernels.fused import Cell, cell_seq
+from ..kernels.cell import Cell
+from ._cell import cell_seq
 from ._checks import check_number, check_step, check_v_reset
 
 
@@ -47,7 +48,7 @@ class ALIFState(NamedTuple):
 def alif_update(x, v, a, k, vth, beta, rho, vr, hard):
     h = v + (x - (v - vr)) * k
     th = vth + beta * a
-    s = spike(h - th)  # noqa: F821  (names bound by spikeforge.kernels.fused)
+    s = spike(h - th)  # noqa: F821  (names bound by spikeforge.kernels.cell)
     v1 = hard * (h * (ONE - s) + vr * s) + (ONE - hard) * (h - th * s)  # noqa: F821
     a1 = rho * a + s
     return s, v1, a1

@@ -36,7 +36,8 @@ from typing import NamedTuple
 
 import torch
 
-from ..kernels.fused import Cell, cell_seq
+from ..kernels.cell import Cell
+from ._cell import cell_seq
 from ._checks import check_number, check_step
 
 
@@ -49,7 +50,7 @@ class GLIFState(NamedTuple):
 
 # fmt: off
 def glif_update(x, u, o, tau, vth, leak, vre, alpha, gamma, beta, c):
-    I = x * (ONE - beta * (ONE - c))  # noqa: E741, F821  (names bound by spikeforge.kernels.fused)
+    I = x * (ONE - beta * (ONE - c))  # noqa: E741, F821  (names bound by spikeforge.kernels.cell)
     decay = (ONE - alpha) + alpha * tau  # noqa: F821
     u1 = decay * u * (ONE - gamma * o) - (ONE - alpha) * leak + I - (ONE - gamma) * vre * o  # noqa: F821
     o1 = spike(u1 - vth)  # noqa: F821

@@ -35,7 +35,8 @@ from typing import NamedTuple
 
 import torch
 
-from ..kernels.fused import Cell, cell_seq
+from ..kernels.cell import Cell
+from ._cell import cell_seq
 from ..surrogate import spike
 from ._checks import check_number, check_seq, check_step
 
@@ -49,7 +50,7 @@ class LIFBState(NamedTuple):
 # fmt: off
 def lifb_update(x, u, tau, vth, vth_b, beta):
     h = tau * u + x
-    sr = spike(h - vth)  # noqa: F821  (names bound by spikeforge.kernels.fused)
+    sr = spike(h - vth)  # noqa: F821  (names bound by spikeforge.kernels.cell)
     sb = spike(h - vth_b)  # noqa: F821
     o = sr + (beta - ONE) * sb  # noqa: F821
     return o, h - vth * o

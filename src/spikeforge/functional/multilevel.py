@@ -22,7 +22,8 @@ Example:
 
 from __future__ import annotations
 
-from ..kernels.fused import Cell, cell_seq
+from ..kernels.cell import Cell
+from ._cell import cell_seq
 from ._checks import check_number, check_step
 from .lif import LIFState
 
@@ -30,7 +31,7 @@ from .lif import LIFState
 # fmt: off
 def multilevel_update(x, v, k, vth, cap):
     h = v - v * k + x
-    n = mspike(h, vth, cap)  # noqa: F821  (names bound by spikeforge.kernels.fused)
+    n = mspike(h, vth, cap)  # noqa: F821  (names bound by spikeforge.kernels.cell)
     return n, h - vth * n
 
 

@@ -34,7 +34,8 @@ from typing import NamedTuple
 
 import torch
 
-from ..kernels.fused import Cell, cell_seq
+from ..kernels.cell import Cell
+from ._cell import cell_seq
 from ._checks import check_number, check_step
 
 
@@ -46,7 +47,7 @@ class SigmaDeltaState(NamedTuple):
 
 # fmt: off
 def sigma_delta_update(x, v, omega):
-    a = relu(x)  # noqa: F821  (names bound by spikeforge.kernels.fused)
+    a = relu(x)  # noqa: F821  (names bound by spikeforge.kernels.cell)
     v1 = v + omega * a
     n = floor(v1)  # noqa: F821
     y = ste(n / omega, a)  # noqa: F821

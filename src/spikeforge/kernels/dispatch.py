@@ -13,7 +13,9 @@ import importlib.util
 
 import torch
 
+from ..surrogate import get_surrogate
 from ._layout import permute_seq, permute_step, step_perm
+from .cell import Cell, reference_seq
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
 
@@ -96,3 +98,73 @@ def _lif_family_cpu(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surr
                                 return_v, check)
     return (permute_seq(s, order, inverse=True), permute_step(v_last, order, inverse=True),
             None if v_seq is None else permute_seq(v_seq, order, inverse=True))
+
+
+def _seq_view(name: str, p: torch.Tensor, x_seq: torch.Tensor) -> torch.Tensor:
+    """A time-varying parameter with ``x_seq``'s rank (leading dims of size 1 added), checked to broadcast."""
+    shape = tuple(x_seq.shape)
+    if p.dim() > len(shape) or any(a != 1 and a != b for a, b in zip(reversed(p.shape), reversed(shape))):
+        raise ValueError(f"{name}: shape {tuple(p.shape)} does not broadcast to x_seq's {shape}")
+    return p.reshape((1,) * (len(shape) - p.dim()) + tuple(p.shape)) if p.dim() < len(shape) else p
+
+
+def resolve_cell_backend(backend: str, x: torch.Tensor) -> str:
+    """What ``backend`` means for a cell neuron: ``cpu`` or ``reference`` (no Triton kernel for cells)."""
+    check_backend_name(backend)
+    if backend == "triton":
+        raise ValueError("backend='triton': this neuron has no Triton kernel; use 'auto', 'cpu' or 'reference'")
+    name = resolve_backend(backend, x)
+    return "reference" if name == "triton" else name
+
+
+def run_cell(cell: Cell, x_seq: torch.Tensor, states=None, params=(), surrogate="atan", backend="auto",
+             record: bool = False, check: bool = True):
+    """Run ``cell`` over ``x_seq [T, B, ...]``; returns ``(out, final_states, v_seq or None)``.
+
+    ``states`` default to zeros shaped ``[B, ...]``; ``params`` are floats or tensors broadcastable to
+    ``[B, ...]``.  ``v_seq`` (``record=True``) is the first state after every step.
+    """
+    sg = get_surrogate(surrogate)
+    shape = x_seq.shape[1:]
+    if states is None:  # one zero broadcast (stride 0): nothing [B, ...]-sized to allocate or copy
+        states = tuple(x_seq.new_zeros(()).expand(shape) for _ in cell.states)
+    states = tuple(s.to(x_seq.dtype).expand(shape) if s.shape != shape else s.to(x_seq.dtype) for s in states)
+    if len(states) != cell.n_states or len(params) != cell.n_params:
+        raise ValueError(f"{cell.name}: expected {cell.n_states} states and {cell.n_params} params, got "
+                         f"{len(states)} and {len(params)}")
+    params = tuple(p.to(x_seq.dtype) if torch.is_tensor(p) else float(p) for p in params)
+    params = tuple(_seq_view(n, p, x_seq) if n in cell.seq_params and torch.is_tensor(p) else p
+                   for n, p in zip(cell.params, params))
+    name = resolve_cell_backend(backend, x_seq)
+    if name == "reference":
+        if check and not bool(torch.isfinite(x_seq).all()):
+            raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
+        # floats as tensors of x's dtype, so each op rounds like the fused kernels (a Python float would be
+        # combined with other floats in float64 first)
+        params = tuple(p if torch.is_tensor(p) else
+                       torch.tensor(p, dtype=x_seq.dtype, device=x_seq.device).reshape(
+                           (1,) * (x_seq.dim() if n in cell.seq_params else 0))
+                       for n, p in zip(cell.params, params))
+        return reference_seq(cell, x_seq, states, params, sg, record)
+    if x_seq.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"backend='cpu': dtype {x_seq.dtype} is not supported (float32, float64); "
+                         "use backend='reference' or 'auto' for half precision")
+    if x_seq.device.type != "cpu":
+        raise ValueError(f"backend='cpu': x_seq is on {x_seq.device}; the cpu backend needs CPU tensors")
+    # flags/config parameters never need a gradient
+    params = tuple(p.detach() if n in cell.no_grad_params and torch.is_tensor(p) else p
+                   for n, p in zip(cell.params, params))
+    order = step_perm(x_seq)
+    if order is not None:  # a dense non-C layout (channels-last): run in memory order, return the same layout
+        x_seq = permute_seq(x_seq, order)
+        states = tuple(permute_step(s, order) for s in states)
+        params = tuple(permute_seq(p, order) if n in cell.seq_params and torch.is_tensor(p) else permute_step(p, order)
+                       for n, p in zip(cell.params, params))
+    from .fused import FusedCellFn
+
+    res = FusedCellFn.apply(cell, sg, record, check, x_seq, *states, *params)
+    out, vseq, final = res[0], res[1], tuple(res[2:])
+    if order is not None:
+        out, vseq = permute_seq(out, order, inverse=True), permute_seq(vseq, order, inverse=True) if record else vseq
+        final = tuple(permute_step(s, order, inverse=True) for s in final)
+    return out, final, (vseq if record else None)

@@ -55,7 +55,8 @@ module, which learns only ``beta``, computes only that gradient).
 
 Example:
     >>> import torch
-    >>> from spikeforge.kernels.fused import Cell, run_cell
+    >>> from spikeforge.kernels.cell import Cell
+    >>> from spikeforge.kernels.dispatch import run_cell
     >>> def if_step(x, v, vth):            # integrate-and-fire with soft reset
     ...     h = v + x
     ...     s = spike(h - vth)
@@ -77,18 +78,16 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ..surrogate import Surrogate, SpikeFn, bind, get_surrogate
+from ..surrogate import Surrogate, bind
 from ._codegen import STORE_NT_SOURCE, cache_dir, load_generated
-from ._layout import permute_seq, permute_step, step_perm
+from .cell import Cell
 from .cpu import _POOL, _sync_threads
 from .cpu import _numba as _cpu_numba
-from .dispatch import check_backend_name, resolve_backend
 
 L1_BYTES = 24 * 1024  # the backward's block buffer (states, parameters, gradients) should stay in L1
 MAX_BLOCK = 1024  # neurons per block of the backward, at most
@@ -106,96 +105,6 @@ SEG_MIN = 64
 _lock = threading.Lock()
 _FWD: dict = {}
 _BWD: dict = {}
-
-
-@dataclass(frozen=True, eq=False)
-class Cell:
-    """A recurrent neuron's update: ``step`` and its ``vjp`` (see the module docstring), with slot names."""
-
-    name: str
-    step: Callable
-    vjp: Callable
-    states: tuple
-    params: tuple
-    no_grad_params: tuple = ()  # parameters that are flags/configuration: never get a gradient
-    # no-gradient parameters baked into the fused kernels as compile-time constants (one kernel per value): a
-    # loop bound such as a spike cap becomes a constant trip count, so the loop unrolls and the row vectorises
-    const_params: tuple = ()
-    # parameters that may change over time: broadcastable to the whole ``[T, B, ...]`` input (e.g. GLIF's
-    # conductance per time step and channel); every execution hands ``step`` the value for the current step
-    seq_params: tuple = ()
-
-    def __post_init__(self):
-        if len(self.states) < 1:
-            raise ValueError(f"cell {self.name!r}: needs at least one state")
-        if not set(self.const_params) <= set(self.no_grad_params):
-            raise ValueError(f"cell {self.name!r}: const_params {self.const_params} must be no_grad_params")
-        if not set(self.seq_params) <= set(self.params) - set(self.const_params):
-            raise ValueError(f"cell {self.name!r}: seq_params {self.seq_params} must be non-constant params")
-
-    @property
-    def n_states(self) -> int:
-        return len(self.states)
-
-    @property
-    def n_params(self) -> int:
-        return len(self.params)
-
-
-# --- torch bindings ------------------------------------------------------------------------------------
-class StraightThroughFn(torch.autograd.Function):
-    """Value ``q``, gradient passed to ``a`` unchanged (straight-through)."""
-
-    @staticmethod
-    def forward(ctx, q, a):
-        return q.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return None, g
-
-
-class MultiSpikeFn(torch.autograd.Function):
-    r"""Integer spike count ``clamp(floor(u / vth), 0, cap)``; gradient: the surrogate summed over the levels,
-    :math:`\sum_{k=1}^{cap} g'(u - k\,\vartheta)` for ``u`` and :math:`-\sum_k k\,g'(u - k\vartheta)` for ``vth``."""
-
-    @staticmethod
-    def forward(ctx, u, vth, cap, surrogate):
-        ctx.save_for_backward(u, vth)
-        ctx.cap, ctx.surrogate = cap, surrogate
-        return torch.clamp(torch.floor(u / vth), min=0.0, max=float(cap))
-
-    @staticmethod
-    def backward(ctx, g):
-        u, vth = ctx.saved_tensors
-        du = torch.zeros_like(u)
-        dth = torch.zeros_like(u)
-        for k in range(1, int(ctx.cap) + 1):
-            d = ctx.surrogate.derivative(u - vth * float(k))
-            du = du + d
-            dth = dth - float(k) * d
-        gu = g * du
-        gth = (g * dth).sum_to_size(vth.shape) if vth.requires_grad else None
-        return gu, gth, None, None
-
-
-def torch_namespace(surrogate: Surrogate) -> dict:
-    """Helper names of ``Cell.step`` bound to torch (``spike`` carries ``surrogate``'s gradient)."""
-    return {
-        "spike": lambda u: SpikeFn.apply(u, surrogate),
-        "ste": StraightThroughFn.apply,
-        "mspike": lambda u, vth, cap: MultiSpikeFn.apply(u, vth, cap, surrogate),
-        "floor": torch.floor,
-        "relu": torch.relu,
-        "clamp": lambda u, lo, hi: torch.clamp(u, lo, hi),
-        "ONE": 1.0,
-        "ZERO": 0.0,
-    }
-
-
-def torch_step(cell: Cell, surrogate: Surrogate) -> Callable:
-    """``cell.step`` bound to torch (used by the reference execution and by single-step calls)."""
-    return bind(cell.step, torch_namespace(surrogate))
 
 
 # --- numba bindings ------------------------------------------------------------------------------------
@@ -1008,123 +917,3 @@ def _split_params(cell: Cell, params):
             p = p.item()
         consts.append(float(p))
     return tuple(consts), arr
-
-
-def reference_seq(cell: Cell, x_seq, states, params, surrogate: Surrogate, record: bool = False):
-    """Plain torch loop over ``x_seq.unbind(0)`` calling ``cell.step`` (autograd gives the gradient)."""
-    step = torch_step(cell, surrogate)
-    outs, vs = [], []
-    states = tuple(states)
-    T = x_seq.shape[0]
-    seq = [n in cell.seq_params for n in cell.params]  # seq params have x_seq's rank (see run_cell)
-    for t, x in enumerate(x_seq.unbind(0)):
-        ps = [(p[t] if p.shape[0] == T else p[0]) if is_seq else p for p, is_seq in zip(params, seq)]
-        o, *states = step(x, *states, *ps)
-        outs.append(o)
-        if record:
-            vs.append(states[0])
-    return torch.stack(outs), tuple(states), (torch.stack(vs) if record else None)
-
-
-def _seq_view(name: str, p: torch.Tensor, x_seq: torch.Tensor) -> torch.Tensor:
-    """A time-varying parameter with ``x_seq``'s rank (leading dims of size 1 added), checked to broadcast."""
-    shape = tuple(x_seq.shape)
-    if p.dim() > len(shape) or any(a != 1 and a != b for a, b in zip(reversed(p.shape), reversed(shape))):
-        raise ValueError(f"{name}: shape {tuple(p.shape)} does not broadcast to x_seq's {shape}")
-    return p.reshape((1,) * (len(shape) - p.dim()) + tuple(p.shape)) if p.dim() < len(shape) else p
-
-
-def resolve_cell_backend(backend: str, x: torch.Tensor) -> str:
-    """What ``backend`` means for a cell neuron: ``cpu`` or ``reference`` (no Triton kernel for cells)."""
-    check_backend_name(backend)
-    if backend == "triton":
-        raise ValueError("backend='triton': this neuron has no Triton kernel; use 'auto', 'cpu' or 'reference'")
-    name = resolve_backend(backend, x)
-    return "reference" if name == "triton" else name
-
-
-def run_cell(cell: Cell, x_seq: torch.Tensor, states=None, params=(), surrogate="atan", backend="auto",
-             record: bool = False, check: bool = True):
-    """Run ``cell`` over ``x_seq [T, B, ...]``; returns ``(out, final_states, v_seq or None)``.
-
-    ``states`` default to zeros shaped ``[B, ...]``; ``params`` are floats or tensors broadcastable to
-    ``[B, ...]``.  ``v_seq`` (``record=True``) is the first state after every step.
-    """
-    sg = get_surrogate(surrogate)
-    shape = x_seq.shape[1:]
-    if states is None:  # one zero broadcast (stride 0): nothing [B, ...]-sized to allocate or copy
-        states = tuple(x_seq.new_zeros(()).expand(shape) for _ in cell.states)
-    states = tuple(s.to(x_seq.dtype).expand(shape) if s.shape != shape else s.to(x_seq.dtype) for s in states)
-    if len(states) != cell.n_states or len(params) != cell.n_params:
-        raise ValueError(f"{cell.name}: expected {cell.n_states} states and {cell.n_params} params, got "
-                         f"{len(states)} and {len(params)}")
-    params = tuple(p.to(x_seq.dtype) if torch.is_tensor(p) else float(p) for p in params)
-    params = tuple(_seq_view(n, p, x_seq) if n in cell.seq_params and torch.is_tensor(p) else p
-                   for n, p in zip(cell.params, params))
-    name = resolve_cell_backend(backend, x_seq)
-    if name == "reference":
-        if check and not bool(torch.isfinite(x_seq).all()):
-            raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
-        # floats as tensors of x's dtype, so each op rounds like the fused kernels (a Python float would be
-        # combined with other floats in float64 first)
-        params = tuple(p if torch.is_tensor(p) else
-                       torch.tensor(p, dtype=x_seq.dtype, device=x_seq.device).reshape(
-                           (1,) * (x_seq.dim() if n in cell.seq_params else 0))
-                       for n, p in zip(cell.params, params))
-        return reference_seq(cell, x_seq, states, params, sg, record)
-    if x_seq.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"backend='cpu': dtype {x_seq.dtype} is not supported (float32, float64); "
-                         "use backend='reference' or 'auto' for half precision")
-    if x_seq.device.type != "cpu":
-        raise ValueError(f"backend='cpu': x_seq is on {x_seq.device}; the cpu backend needs CPU tensors")
-    # flags/config parameters never need a gradient
-    params = tuple(p.detach() if n in cell.no_grad_params and torch.is_tensor(p) else p
-                   for n, p in zip(cell.params, params))
-    order = step_perm(x_seq)
-    if order is not None:  # a dense non-C layout (channels-last): run in memory order, return the same layout
-        x_seq = permute_seq(x_seq, order)
-        states = tuple(permute_step(s, order) for s in states)
-        params = tuple(permute_seq(p, order) if n in cell.seq_params and torch.is_tensor(p) else permute_step(p, order)
-                       for n, p in zip(cell.params, params))
-    res = FusedCellFn.apply(cell, sg, record, check, x_seq, *states, *params)
-    out, vseq, final = res[0], res[1], tuple(res[2:])
-    if order is not None:
-        out, vseq = permute_seq(out, order, inverse=True), permute_seq(vseq, order, inverse=True) if record else vseq
-        final = tuple(permute_step(s, order, inverse=True) for s in final)
-    return out, final, (vseq if record else None)
-
-
-def cell_seq(cell: Cell, x_seq, state, state_cls, params, *, surrogate, backend, return_v, check_inputs,
-             init=None):
-    """Shared body of the functional API of cell neurons: validate, default the state, run, wrap the state.
-
-    ``state`` is ``None`` (zeros, or ``init`` values per state slot), a ``state_cls`` or a tuple of tensors.
-    Returns ``(out, state_cls)`` or ``(out, state_cls, v_seq)`` with ``return_v``.
-    """
-    from ..functional._checks import check_bool, check_seq
-
-    check_seq(x_seq)
-    check_bool("return_v", return_v)
-    check_bool("check_inputs", check_inputs)
-    check_backend_name(backend)
-    shape = x_seq.shape[1:]
-    if state is None:  # one value broadcast (stride 0): nothing [B, ...]-sized to allocate or copy
-        init = init or (0.0,) * cell.n_states
-        states = tuple(torch.full((), float(v), dtype=x_seq.dtype, device=x_seq.device).expand(shape) for v in init)
-    else:
-        if not isinstance(state, tuple) or len(state) != cell.n_states:
-            raise ValueError(f"state: expected {state_cls.__name__}({', '.join(cell.states)}), got "
-                             f"{type(state).__name__}")
-        states = []
-        for name, v in zip(cell.states, state):
-            if not torch.is_tensor(v):
-                raise ValueError(f"state.{name}: expected a tensor, got {type(v).__name__}")
-            if v.shape != shape:
-                if v.numel() != 1:
-                    raise ValueError(f"state.{name}: shape {tuple(v.shape)} does not match x_seq's [B, ...] = "
-                                     f"{tuple(shape)}")
-                v = v.reshape(()).expand(shape)
-            states.append(v.to(x_seq.dtype))
-    out, final, v_seq = run_cell(cell, x_seq, tuple(states), params, surrogate, backend, return_v, check_inputs)
-    st = state_cls(*final)
-    return (out, st, v_seq) if return_v else (out, st)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..functional.glif import glif
-from ..kernels.fused import StraightThroughFn
+from ..kernels.cell import StraightThroughFn
 from ._zoo import ZooNeuron, channel_view, check_num_channels, check_number, logit
 from .registry import NEURONS
 
