@@ -155,6 +155,18 @@ def test_resume_applies_device_and_no_progress(tmp_path, trained_run, capsys):
         train(TrainConfig(), run, resume=True, verbose=False, runtime={"run.seed": 5})
 
 
+def test_resume_no_progress_turns_off_a_stored_progress_bar(tmp_path, trained_run, monkeypatch):
+    from spikeforge.training import trainer
+
+    run = _copy(trained_run, tmp_path)
+    RunDir(run).load_config().override(["run.progress=true"]).to_yaml(run / "config.yaml")
+    seen = []
+    monkeypatch.setattr(trainer, "_progress_bar", lambda total, initial, desc, enabled: seen.append(enabled))
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 0  # the stored config's bar again
+    assert seen == [False, True]
+
+
 def _rewrite_meta(path, **changes):
     """Rewrite a checkpoint's metadata fields, keeping its tensors (so the digest still matches)."""
     from safetensors.torch import save

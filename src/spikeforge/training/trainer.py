@@ -273,7 +273,8 @@ def _open_for_resume(run_dir, runtime) -> tuple[RunDir, TrainConfig, dict | None
             if isinstance(done, int) and cfg.run.epochs < done:
                 raise ValueError(f"--epochs: {cfg.run.epochs} is fewer than the {done} epochs {run.path} has "
                                  f"already trained; allowed: {done} or more")
-            cfg.to_yaml(run.config_path)  # the run's config now says how far it goes
+            # the run's config now says how far it goes; --device and --no-progress apply to this call only
+            run.load_config().override([f"run.epochs={cfg.run.epochs}"]).to_yaml(run.config_path)
         return run, cfg, ckpt
     if run.read_metrics() or checkpoint_exists(run.best):
         raise ValueError(f"resume: {run.last}.safetensors is missing, so {run.path} cannot continue where it "
