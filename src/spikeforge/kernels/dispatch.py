@@ -109,12 +109,8 @@ def _seq_view(name: str, p: torch.Tensor, x_seq: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_cell_backend(backend: str, x: torch.Tensor) -> str:
-    """What ``backend`` means for a cell neuron: ``cpu`` or ``reference`` (no Triton kernel for cells)."""
-    check_backend_name(backend)
-    if backend == "triton":
-        raise ValueError("backend='triton': this neuron has no Triton kernel; use 'auto', 'cpu' or 'reference'")
-    name = resolve_backend(backend, x)
-    return "reference" if name == "triton" else name
+    """What ``backend`` means for a cell neuron (every cell has a numba and a Triton driver)."""
+    return resolve_backend(backend, x)
 
 
 def run_cell(cell: Cell, x_seq: torch.Tensor, states=None, params=(), surrogate="atan", backend="auto",
@@ -146,6 +142,10 @@ def run_cell(cell: Cell, x_seq: torch.Tensor, states=None, params=(), surrogate=
                            (1,) * (x_seq.dim() if n in cell.seq_params else 0))
                        for n, p in zip(cell.params, params))
         return reference_seq(cell, x_seq, states, params, sg, record)
+    if name == "triton":
+        from .triton import run_cell as run_cell_triton
+
+        return run_cell_triton(cell, x_seq, states, params, sg, record, check)
     if x_seq.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"backend='cpu': dtype {x_seq.dtype} is not supported (float32, float64); "
                          "use backend='reference' or 'auto' for half precision")
