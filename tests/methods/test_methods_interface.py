@@ -36,9 +36,12 @@ def test_config_section_validates_name_and_kwargs():
 
 def test_cli_lists_methods(capsys):
     assert main(["methods"]) == 0
-    out = capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
     for name in METHODS.list():
-        assert name in out
+        (line,) = [ln for ln in lines if ln.split()[:1] == [name]]  # one line per method: name, help, card
+        cls = METHODS.get(name).factory
+        assert METHODS.get(name).help in line
+        assert (f"[card: {cls.card}]" in line) if cls.card else ("[card:" not in line), line
 
 
 def test_bptt_step_is_plain_forward_loss_backward():
