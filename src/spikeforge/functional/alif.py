@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..kernels.cell import Cell
+from ..kernels.cell import Cell, CellExample, register_cell, uniform
 from ._cell import cell_seq
 from ._checks import check_number, check_step, check_v_reset
 
@@ -74,6 +74,20 @@ def alif_update_vjp(gs, gv1, ga1, x, v, a, k, vth, beta, rho, vr, hard, alpha):
 
 ALIF_CELL = Cell("alif", alif_update, alif_update_vjp, states=("v", "a"),
                  params=("k", "v_threshold", "beta", "rho", "v_reset", "hard"), no_grad_params=("hard",))
+
+
+@register_cell(ALIF_CELL, help="LIF with an adaptive threshold that decays with its own time constant (Bellec 2018)")
+def _alif_examples(dtype, g):
+    T, B, C, M = 8, 2, 3, 5
+
+    def example(hard, label):
+        params = (uniform(g, dtype, (C, 1), 0.25, 1.0, grad=True), torch.tensor(0.8, dtype=dtype).requires_grad_(),
+                  uniform(g, dtype, (C, 1), 0.0, 0.5, grad=True), uniform(g, dtype, (C, 1), 0.6, 0.95, grad=True),
+                  torch.tensor(0.1 if hard else 0.0, dtype=dtype).requires_grad_(hard), float(hard))
+        states = (uniform(g, dtype, (B, C, M), 0.0, 0.5), uniform(g, dtype, (B, C, M)))
+        return CellExample(uniform(g, dtype, (T, B, C, M), 0.0, 2.0), states, params, label=label)
+
+    return example(True, "hard reset"), example(False, "soft reset")
 
 
 def adaptation_decay(tau_adapt):

@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..kernels.cell import Cell
+from ..kernels.cell import Cell, CellExample, register_cell, uniform
 from ._cell import cell_seq
 from ._checks import check_number, check_step
 
@@ -84,6 +84,16 @@ def glif_update_vjp(go, gu1, go1, x, u, o, tau, vth, leak, vre, alpha, gamma, be
 GLIF_CELL = Cell("glif", glif_update, glif_update_vjp, states=("u", "o"),
                  params=("tau", "v_threshold", "leak", "v_reset", "alpha", "gamma", "beta", "conductance"),
                  seq_params=("beta", "conductance"))
+
+
+@register_cell(GLIF_CELL, help="gated LIF: learnable gates mix decay, reset and input (Yao et al. 2022)")
+def _glif_examples(dtype, g):
+    T, B, C, M = 8, 2, 3, 5
+    ch = lambda lo, hi: uniform(g, dtype, (C, 1), lo, hi, grad=True)  # noqa: E731
+    params = (ch(0.1, 0.9), ch(0.3, 0.6), ch(0.0, 0.1), ch(0.2, 0.6), ch(0.2, 0.9), ch(0.1, 0.9), ch(0.1, 0.9),
+              uniform(g, dtype, (T, 1, C, 1), grad=True))
+    states = (uniform(g, dtype, (B, C, M), 0.0, 0.5), (uniform(g, dtype, (B, C, M)) > 0.5).to(dtype))
+    return CellExample(uniform(g, dtype, (T, B, C, M), 0.0, 0.9), states, params, surrogate="rectangle")
 
 
 def _check_unit(name, value):

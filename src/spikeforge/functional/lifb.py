@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..kernels.cell import Cell
+from ..kernels.cell import Cell, CellExample, register_cell, uniform
 from ._cell import cell_seq
 from ..surrogate import spike
 from ._checks import check_number, check_seq, check_step
@@ -72,6 +72,14 @@ def lifb_update_vjp(go, gu1, x, u, tau, vth, vth_b, beta, alpha):
 
 LIFB_CELL = Cell("lifb", lifb_update, lifb_update_vjp, states=("u",),
                  params=("tau", "v_threshold", "burst_threshold", "beta"))
+
+
+@register_cell(LIFB_CELL, help="LIF-or-burst: rest, a regular spike or a burst of density beta")
+def _lifb_examples(dtype, g):
+    T, B, C, M = 8, 2, 3, 5
+    params = (uniform(g, dtype, (C, 1), 0.3, 0.9, grad=True), torch.tensor(1.0, dtype=dtype).requires_grad_(),
+              uniform(g, dtype, (C, 1), 1.5, 2.5, grad=True), uniform(g, dtype, (C, 1), 1.0, 3.0, grad=True))
+    return CellExample(uniform(g, dtype, (T, B, C, M), 0.0, 2.5), (uniform(g, dtype, (B, C, M)),), params)
 
 
 def _check(tau, v_threshold, burst_threshold, beta):

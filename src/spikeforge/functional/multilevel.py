@@ -22,7 +22,9 @@ Example:
 
 from __future__ import annotations
 
-from ..kernels.cell import Cell
+import torch
+
+from ..kernels.cell import Cell, CellExample, register_cell, uniform
 from ._cell import cell_seq
 from ._checks import check_number, check_step
 from .lif import LIFState
@@ -47,6 +49,13 @@ def multilevel_update_vjp(gn, gv1, x, v, k, vth, cap, alpha):
 
 MULTILEVEL_CELL = Cell("multilevel", multilevel_update, multilevel_update_vjp, states=("v",),
                        params=("k", "v_threshold", "cap"), no_grad_params=("cap",), const_params=("cap",))
+
+
+@register_cell(MULTILEVEL_CELL, help="integer spikes 0..cap per step, soft reset")
+def _multilevel_examples(dtype, g):
+    T, B, C, M = 8, 2, 3, 5
+    params = (torch.tensor(0.5, dtype=dtype).requires_grad_(), uniform(g, dtype, (C, 1), 0.4, 0.9, grad=True), 4.0)
+    return CellExample(uniform(g, dtype, (T, B, C, M), 0.0, 2.0), (uniform(g, dtype, (B, C, M)),), params)
 
 
 def multilevel(x_seq, state=None, *, cap=4, tau=None, v_threshold=1.0, surrogate="atan", backend="auto",

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..kernels.cell import Cell
+from ..kernels.cell import Cell, CellExample, register_cell, uniform
 from ._cell import cell_seq
 from ._checks import check_number, check_step
 
@@ -62,6 +62,13 @@ def sigma_delta_update_vjp(gy, gv1, x, v, omega, alpha):
 
 SIGMA_DELTA_CELL = Cell("sigma_delta", sigma_delta_update, sigma_delta_update_vjp, states=("v",),
                         params=("omega",))
+
+
+@register_cell(SIGMA_DELTA_CELL, help="sigma-delta quantiser of relu(x) with diffused error, gain omega")
+def _sigma_delta_examples(dtype, g):
+    T, B, C, M = 8, 2, 3, 5
+    params = (uniform(g, dtype, (C, 1), 0.5, 4.5, grad=True),)
+    return CellExample(uniform(g, dtype, (T, B, C, M), -0.3, 1.5), (uniform(g, dtype, (B, C, M)),), params)
 
 
 def sigma_delta(x_seq, state=None, *, omega=1.0, backend="auto", return_v=False, check_inputs=True):

@@ -40,12 +40,14 @@ Example:
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from ..surrogate import Surrogate, SpikeFn, bind
+from .._registry import Registry
+from ..surrogate import TORCH_MATH, Surrogate, SpikeFn, bind, get_surrogate
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,3 +154,137 @@ def reference_seq(cell: Cell, x_seq, states, params, surrogate: Surrogate, recor
         if record:
             vs.append(states[0])
     return torch.stack(outs), tuple(states), (torch.stack(vs) if record else None)
+
+
+# --- the vjp bound to torch, and its check against autograd of the step ----------------------------------
+def torch_vjp(cell: Cell, surrogate: Surrogate) -> Callable:
+    """``cell.vjp`` bound to torch: evaluates the hand-written gradient on tensors (used by :func:`check_vjp`)."""
+    dspike = bind(surrogate.grad_source, TORCH_MATH)
+
+    def dmspike(u, vth, cap, alpha):
+        du = torch.zeros_like(u)
+        dk = torch.zeros_like(u)
+        for k in range(1, int(cap) + 1):
+            d = dspike(u - vth * float(k), alpha)
+            du = du + d
+            dk = dk + float(k) * d
+        return du, dk
+
+    ns = dict(TORCH_MATH)
+    ns.update({"dspike": dspike, "dmspike": dmspike, "heav": lambda u: (u >= 0).to(u.dtype), "floor": torch.floor,
+               "clamp": lambda u, lo, hi: torch.clamp(u, lo, hi), "ONE": 1.0, "ZERO": 0.0})
+    return bind(cell.vjp, ns)
+
+
+def _step_params(cell: Cell, params, x_seq: torch.Tensor, t: int) -> list:
+    """The parameters as one step sees them (a ``seq_params`` tensor with a time dim gives its row ``t``)."""
+    out = []
+    for name, p in zip(cell.params, params):
+        if name in cell.seq_params and p.dim() == x_seq.dim():
+            p = p[t] if p.shape[0] == x_seq.shape[0] else p[0]
+        out.append(p)
+    return out
+
+
+def check_vjp(cell: Cell, example: "CellExample", rtol: float = 1e-7) -> None:
+    """Check ``cell.vjp`` against autograd of ``cell.step`` at every step of ``example`` in float64 (the states
+    of each step come from running the reference forward): the gradient of ``x``, of every state and of every
+    parameter that requires a gradient in ``example``, for random cotangents of the output and the new states.
+    Raises one ValueError naming the cell, the component (``x``, ``state 'v'``, ``param 'k'``) and the step
+    where they differ by more than ``rtol`` relative to the largest autograd value."""
+    dt = torch.float64
+    sg = get_surrogate(example.surrogate)
+    step, vjp = torch_step(cell, sg), torch_vjp(cell, sg)
+    x_seq = example.x.detach().to(dt)
+    params = []
+    for name, p in zip(cell.params, example.params):
+        p = torch.as_tensor(p).detach().to(dt) if torch.is_tensor(p) else torch.tensor(float(p), dtype=dt)
+        if name in cell.seq_params and 0 < p.dim() < x_seq.dim():  # a time-varying parameter gets x_seq's rank
+            p = p.reshape((1,) * (x_seq.dim() - p.dim()) + tuple(p.shape))
+        params.append(p)
+    wanted = [torch.is_tensor(p) and p.requires_grad and n not in cell.no_grad_params
+              for n, p in zip(cell.params, example.params)]
+    names = ["x", *(f"state {s!r}" for s in cell.states), *(f"param {n!r}" for n in cell.params)]
+    states = [s.detach().to(dt) for s in example.states]
+    g = torch.Generator().manual_seed(0)
+    for t in range(x_seq.shape[0]):
+        x = x_seq[t].clone().requires_grad_()
+        st = [s.clone().requires_grad_() for s in states]
+        ps = [p.clone().requires_grad_(w) for p, w in zip(_step_params(cell, params, x_seq, t), wanted)]
+        outs = step(x, *st, *ps)
+        full = torch.broadcast_shapes(*(o.shape for o in outs))
+        cot = [torch.randn(full, generator=g, dtype=dt) for _ in outs]
+        leaves = [x, *st, *(p for p, w in zip(ps, wanted) if w)]
+        auto = torch.autograd.grad([o.expand(full) for o in outs], leaves, cot, allow_unused=True)
+        mine = vjp(*cot, x.detach(), *(s.detach() for s in st), *(p.detach() for p in ps), sg.alpha)
+        if len(mine) != 1 + cell.n_states + cell.n_params:
+            raise ValueError(f"cell {cell.name!r}: vjp returns {len(mine)} gradients, expected "
+                             f"{1 + cell.n_states + cell.n_params} (x, {cell.n_states} states, {cell.n_params} params)")
+        checked = list(range(1 + cell.n_states)) + [1 + cell.n_states + i for i, w in enumerate(wanted) if w]
+        for i, leaf, a in zip(checked, leaves, auto):
+            a = torch.zeros_like(leaf) if a is None else a
+            m = torch.broadcast_to(torch.as_tensor(mine[i], dtype=dt), full).sum_to_size(leaf.shape)
+            scale = a.abs().max().item()
+            diff = (m - a).abs().max().item()
+            if not diff <= rtol * max(scale, 1e-12):
+                raise ValueError(f"cell {cell.name!r}: vjp's gradient of {names[i]} differs from autograd of step "
+                                 f"at step t={t} (max |difference| {diff:.3g}, max |autograd| {scale:.3g})")
+        states = [o.detach() for o in outs[1:]]
+
+
+# --- the registry: every cell, with an example that exercises its branches ------------------------------
+@dataclass(frozen=True)
+class CellExample:
+    """Inputs that exercise a cell's branches (spikes occur, resets happen): ``x [T, B, ...]``, the initial
+    ``states`` (tensors ``[B, ...]``) and ``params`` in ``Cell.params`` order (floats, or tensors broadcastable to
+    ``[B, ...]``; a ``Cell.seq_params`` tensor to ``[T, B, ...]``).  Parameter tensors that require a gradient are
+    those whose gradient the registry tests check; the others are constants of the example."""
+
+    x: torch.Tensor
+    states: tuple
+    params: tuple
+    surrogate: str = "atan"
+    label: str = ""  # which branch this example exercises (e.g. "soft reset"), for test ids and messages
+
+
+CELLS = Registry("cell")
+
+
+def register_cell(cell: Cell, *, help: str = ""):  # noqa: A002 - mirrors Registry.register
+    """Decorator registering ``cell`` (under ``cell.name``) with the function that builds its examples:
+    ``example(dtype, generator) -> CellExample`` or a tuple of them (one per branch, e.g. hard and soft reset).
+    Registered cells are what the registry tests check and what ``spikeforge neurons`` lists as cells."""
+    if not isinstance(cell, Cell):
+        raise ValueError(f"register_cell: expected a Cell, got {type(cell).__name__}")
+
+    def deco(example):
+        CELLS.register(cell.name, help=help, cell=cell)(example)
+        return example
+
+    return deco
+
+
+def registered_cell(name: str) -> Cell:
+    """The registered :class:`Cell` called ``name``."""
+    return CELLS.get(name).meta["cell"]
+
+
+def cell_examples(name: str, dtype: torch.dtype = torch.float64) -> tuple:
+    """The declared examples of cell ``name`` in ``dtype`` (seeded by the name: the same on every call)."""
+    cell = registered_cell(name)
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()) % 10007)
+    exs = CELLS.create(name, dtype, g)
+    exs = exs if isinstance(exs, tuple) else (exs,)
+    for ex in exs:
+        if len(ex.states) != cell.n_states or len(ex.params) != cell.n_params:
+            raise ValueError(f"cell {name!r}: example {ex.label!r} has {len(ex.states)} states and "
+                             f"{len(ex.params)} params; the cell has {cell.n_states} and {cell.n_params}")
+    return exs
+
+
+def uniform(g: torch.Generator, dtype: torch.dtype, shape, lo: float = 0.0, hi: float = 1.0,
+            grad: bool = False) -> torch.Tensor:
+    """Example values uniform in ``[lo, hi)`` (drawn in float32, so every dtype gets the same numbers), a leaf
+    that requires a gradient with ``grad``: the building block of the examples."""
+    t = (lo + (hi - lo) * torch.rand(tuple(shape), generator=g)).to(dtype)
+    return t.requires_grad_(grad)
