@@ -1,21 +1,34 @@
-r"""Triton backend (CUDA): fused forward and hand-written backward of the LIF family.
+r"""Triton backend (CUDA): every :class:`~spikeforge.kernels.cell.Cell` runs through one generated driver.
 
-The same algorithm as :mod:`spikeforge.kernels.cpu`: one program per block of ``BLOCK`` neurons, sequential in
-time.  The forward writes only the spikes (and ``v_seq`` when asked) and saves the input ``x`` for backward
-(4 B/element in float32, no new memory); the backward re-runs the forward of its block into the gradient
-buffer, then walks back in time overwriting each :math:`h_t` with :math:`\partial L/\partial x_t`.
+:func:`run_cell` generates, per cell, a forward and a backward kernel as source text and compiles them with
+``triton.jit``.  The cell's ``step`` and ``vjp`` are copied in from their source (every ``a / b`` written
+``_div(a, b)``), and their helper names (``spike``, ``heav``, ``dspike``, ``floor``, ``clamp``, ``mspike``,
+``ONE``...) resolve to ``tl`` versions defined here, the way :func:`spikeforge.surrogate.bind` retargets a
+surrogate: ``dspike`` is the surrogate's own derivative source, ``ONE``/``ZERO`` and the surrogate's width are
+``tl.constexpr`` numbers (combined with a tensor they take its dtype, as a Python number does in torch).
 
-Bit-identical spikes: every operation is written in the reference's order and the kernels are compiled with
-``enable_fp_fusion=False`` (no FMA contraction).  Only float32 and float64 are supported (the reference rounds
-half-precision per torch op, in float32 "opmath", which a fused kernel would not reproduce); ``auto`` sends
-half precision to the reference.
+- One program per block of ``BLOCK`` neurons, sequential in time.  The forward writes the outputs (and the first
+  state after every step with ``record``) and saves only ``x`` and the initial states.
+- The backward replays the forward of its block, storing the states entering every step in a ``[T, S, N]``
+  buffer in global memory (allocated by the backward, freed after it; skipped when the vjp reads no state), then
+  runs the vjp in reverse time.
+- Parameters are tables (:func:`_table`): neuron ``n`` at step ``t`` reads ``table[t * Q + (n // inner) % Q]``,
+  so a shared, per-channel or per-neuron value needs no ``[N]``-sized copy; ``Cell.seq_params`` may have one row
+  per step; ``Cell.const_params`` are compiled in as ``tl.constexpr`` (an integral value as an integer, so a
+  spike cap is a static loop bound).  A parameter's gradient is summed over time per neuron in float64 (per step
+  for a per-step table) and reduced to the parameter's shape by torch.
 
-The surrogate derivative is the very function written in :mod:`spikeforge.surrogate`, bound by
-:func:`spikeforge.surrogate.bind` to ``tl`` math (``exp -> tl.exp``, constants as ``tl.constexpr``) and passed
-to the backward kernel as a ``tl.constexpr`` function.
+Bit-identical spikes: the generated code keeps the cell's operation order, the kernels are compiled with
+``enable_fp_fusion=False`` (no FMA contraction), and float32 division is rounded to nearest (``div_rn``;
+Triton's ``/`` is ``div.full.f32``, within 2 ulp).  Only float32 and float64 are supported (torch rounds half
+precision per op in float32 "opmath", which a fused kernel would not reproduce); ``auto`` sends half precision
+to the reference.  :func:`cell_ptx` compiles a cell's kernels for a CUDA target on a machine without a GPU.
 
-Tensors must be on a CUDA device; under ``TRITON_INTERPRET=1`` (Triton's interpreter) CPU tensors are
-accepted too, which is how the tests run without a GPU.  See docs/kernels.md.
+The LIF family still has hand-written kernels (``lif_fwd``/``lif_bwd``, :func:`lif_triton`), with the surrogate
+bound to ``tl`` by :func:`surrogate_fn`.
+
+Tensors must be on a CUDA device; under ``TRITON_INTERPRET=1`` (Triton's interpreter) CPU tensors are accepted
+too, which is how the tests run without a GPU.  See docs/kernels.md.
 
 Example (needs a CUDA device and triton):
     >>> import torch
@@ -374,7 +387,7 @@ def lif_triton(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate
 
 
 # --- the generic Cell driver -----------------------------------------------------------------------------
-# The helper names a Cell's step and vjp use (see spikeforge.kernels.fused), bound to Triton.  ONE/ZERO are
+# The helper names a Cell's step and vjp use (see spikeforge.kernels.cell), bound to Triton.  ONE/ZERO are
 # tl.constexpr numbers: combined with a tensor they take its dtype, as a Python number does in torch.
 # fmt: off
 def _c_heav(u):
@@ -703,7 +716,7 @@ def _table(name: str, p, seq: bool, T: int, shape: tuple, like: torch.Tensor):
 
 
 class TritonCellFn(torch.autograd.Function):
-    """Fused Triton forward/backward of any :class:`~spikeforge.kernels.fused.Cell` over ``[T, ...]``.
+    """Fused Triton forward/backward of any :class:`~spikeforge.kernels.cell.Cell` over ``[T, ...]``.
 
     ``apply(cell, surrogate, record, check, x_seq, *states, *params)`` returns
     ``(out [T, ...], v_seq [T, ...] or empty, *final_states)``; arguments as ``FusedCellFn`` (states of one step's
@@ -816,7 +829,7 @@ def run_cell(cell, x_seq: torch.Tensor, states, params, surrogate: Surrogate, re
     """Run ``cell`` over ``x_seq [T, B, ...]`` with the generated Triton kernels; returns
     ``(out, final_states, v_seq or None)``.  ``states`` are tensors of one step's shape ``[B, ...]`` (a broadcast
     value is read once); ``params`` are floats or tensors broadcastable to ``[B, ...]`` (``cell.seq_params``: to
-    ``[T, B, ...]``, with ``x_seq``'s rank), as :func:`spikeforge.kernels.fused.run_cell` hands them on."""
+    ``[T, B, ...]``, with ``x_seq``'s rank), as :func:`spikeforge.kernels.dispatch.run_cell` hands them on."""
     if not is_available():
         raise ValueError("backend='triton' needs triton, which is not installed (pip install 'spikeforge[triton]')")
     if x_seq.device.type != "cuda" and not _interpret():
