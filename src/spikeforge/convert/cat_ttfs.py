@@ -1,6 +1,6 @@
 r"""``cat_ttfs``: conversion-aware training (CAT) for a time-to-first-spike (TTFS) SNN with 5-bit log weights (Lew,
-Lee, Park, DAC 2022; card ``cat-ttfs-processor.md``, LOW confidence: the equations are the card's reconstruction,
-marked [inferred] there).
+Lee, Park, DAC 2022; LOW confidence: the equations are reconstructed from the
+paper, not checked against code).
 
 - TTFS value code with ``K`` time bins: a value :math:`a\in[0,1]` (in units of the layer's threshold
   :math:`\theta_l`) is one spike in bin :math:`k = \mathrm{round}(-\log_2 a)\in\{0..K-1\}`, carrying

@@ -1,5 +1,5 @@
-r"""LIPool: lateral-inhibition max pooling, lossless on cumulative spike counts (SpiCalib paper, Li et al. 2022;
-card ``spicalib-conversion.md``).
+r"""LIPool: lateral-inhibition max pooling, lossless on cumulative spike counts (SpiCalib paper, Li et al. 2022,
+arXiv 2207.02702).
 
 Per pooling window an accumulator :math:`S` (initially 0); every step
 

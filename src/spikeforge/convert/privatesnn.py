@@ -1,5 +1,5 @@
 r"""``privatesnn``: data-free conversion from images synthesised by inverting the ANN (Kim, Venkatesha, Panda, AAAI
-2022; card ``privatesnn.md``, steps 2-4 checked against the official code), then optionally the weight
+2022; steps 2-4 checked against the official code), then optionally the weight
 "encryption" fine-tune.
 
 1. Class similarity from the last linear layer's weights, :math:`C_{ij} = \cos(w_i, w_j)`, min-max normalised per

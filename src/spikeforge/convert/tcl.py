@@ -1,5 +1,5 @@
 r"""``tcl``: the trainable clipping bounds :math:`\lambda_l` of an ANN trained with ``model.neuron=clip`` are the IF
-thresholds (Ho & Chang, DAC 2021; card ``tcl-trainable-clipping.md``).  No calibration data is needed: the ANN's
+thresholds (Ho & Chang, DAC 2021).  No calibration data is needed: the ANN's
 :math:`\mathrm{clip}(x, 0, \lambda_l)` becomes :math:`\lambda_l\,\mathrm{IF}(x/\lambda_l)`, whose rate times
 :math:`\lambda_l` tends to the clip as T grows (card check 1).  The activation and its PACT gradients (card check
 2) are :class:`spikeforge.neurons.Clip`; the :math:`\tfrac{\beta}{2}\sum\lambda_l^2` term is the optimiser's weight

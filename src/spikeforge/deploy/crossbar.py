@@ -1,7 +1,7 @@
 r"""Memristive crossbars: every Linear / Conv (im2col) layer computed on tiles of non-ideal analog crossbars.
 
 Methodology of Bhattacharjee et al., "Examining the Robustness of Spiking Neural Networks on Non-ideal
-Memristive Crossbars", ISLPED 2022 (arXiv 2206.09599; card ``snn-crossbar-robustness.md``), with the analytical
+Memristive Crossbars", ISLPED 2022 (arXiv 2206.09599), with the analytical
 resistive-network model of the same lab's pipeline (GENIEx, Chakraborty et al., DAC 2020, arXiv 2003.06902).
 
 Mapping.  A layer's weights ``W [out, fan_in]`` (a convolution unrolled by im2col) go onto differential pairs

@@ -1,6 +1,6 @@
 r"""BPTT training energy, SATA-style (Yin et al., "SATA: Sparsity-Aware Training Accelerator for Spiking Neural
 Networks", IEEE TCAD 2023, arXiv 2204.05422; formulas and constants of the official simulator,
-``training_energy_cal/`` of github.com/RuokaiYin/SATA_Sim, card ``sata-training-energy.md``).
+``training_energy_cal/`` of github.com/RuokaiYin/SATA_Sim).
 
 Per conv layer (C in, K out, kernel :math:`R_h \times R_w`, input :math:`H_h \times H_w`, output
 :math:`E_h \times E_w`), per sample, T steps, input-spike sparsity :math:`s_s`, membrane-gradient sparsity

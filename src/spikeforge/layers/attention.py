@@ -1,4 +1,4 @@
-r"""SCTFA: spatial-channel-temporal-fused attention (Cai et al., TNNLS 2023; card ``sctfa-attention.md``).
+r"""SCTFA: spatial-channel-temporal-fused attention (Cai et al., TNNLS 2023).
 
 The attention computed from a layer's **previous-step spikes** gates how much membrane carries over:
 

@@ -5,7 +5,7 @@ r"""Batch normalisation for time-major spike sequences ``[T, B, C, ...]``: tdBN,
   :math:`y = \lambda\,\alpha V_{th}\,\frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta`.
   With :math:`\alpha V_{th} = 1` this is ordinary BatchNorm on the folded ``[T*B, C, ...]`` tensor (what
   SpikingJelly's ``SeqToANNContainer(BatchNorm2d)`` computes).
-- **BNTT** (Kim & Panda 2021; card ``bntt-batchnorm-through-time.md``): one BN per time step, each with its own
+- **BNTT** (Kim & Panda 2021): one BN per time step, each with its own
   statistics, gamma and running estimates, and no beta:
   :math:`\mathrm{BNTT}^t(z) = \gamma^t \frac{z - \mu^t}{\sqrt{(\sigma^t)^2 + \epsilon}}`, eps 1e-4.
   Implemented as one ``batch_norm`` call over ``[B, T*C, ...]`` (every (t, c) pair is a channel), which is

@@ -1,4 +1,4 @@
-r"""MS-ResNet: membrane-shortcut residual SNN (Hu et al., TNNLS 2024; card ``ms-resnet-membrane-shortcut.md``).
+r"""MS-ResNet: membrane-shortcut residual SNN (Hu et al., TNNLS 2024).
 
 Pre-activation blocks whose shortcut carries the real-valued membrane-level tensor, never spikes:
 

@@ -1,5 +1,5 @@
 r"""Spiking ResNets with the neuron after the addition, ResNet-19, and the S-ResNet of "Keys to accurate feature
-extraction using residual SNNs" (card ``spiking-resnet-keys.md``).
+extraction using residual SNNs" (Vicente-Sola et al., Neuromorphic Computing and Engineering 2022).
 
 - ``spiking_resnet18/34`` (the "old" Spiking ResNet that SEW compares against; SpikingJelly's
   ``spiking_resnet``): :math:`O = SN(BN(Conv(SN(BN(Conv(S))))) + \mathrm{shortcut}(S))`, shortcut = identity or

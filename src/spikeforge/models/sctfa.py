@@ -1,4 +1,4 @@
-r"""The SCTFA paper's MNIST-DVS network (Cai et al., TNNLS 2023; card ``sctfa-attention.md``).
+r"""The SCTFA paper's MNIST-DVS network (Cai et al., TNNLS 2023).
 
 conv7x7/2(``in -> 32``) - BN - SCTFA, AvgPool 2; conv3x3(32 -> 64) - BN - SCTFA, AvgPool 2;
 conv3x3(64 -> 128) - BN - SCTFA, AvgPool 2; FC -> 512 - SN; FC -> ``num_classes * 5`` - SN; population vote

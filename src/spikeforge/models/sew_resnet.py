@@ -1,4 +1,4 @@
-r"""SEW ResNet: spike-element-wise residual blocks (Fang et al., NeurIPS 2021; card ``sew-resnet.md``).
+r"""SEW ResNet: spike-element-wise residual blocks (Fang et al., NeurIPS 2021).
 
 The neuron sits inside the residual branch and spikes are merged element-wise:
 
