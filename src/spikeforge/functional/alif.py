@@ -83,7 +83,7 @@ def _alif_examples(dtype, g):
     def example(hard, label):
         params = (uniform(g, dtype, (C, 1), 0.25, 1.0, grad=True), torch.tensor(0.8, dtype=dtype).requires_grad_(),
                   uniform(g, dtype, (C, 1), 0.0, 0.5, grad=True), uniform(g, dtype, (C, 1), 0.6, 0.95, grad=True),
-                  torch.tensor(0.1 if hard else 0.0, dtype=dtype).requires_grad_(hard), float(hard))
+                  0.1 if hard else 0.0, float(hard))
         states = (uniform(g, dtype, (B, C, M), 0.0, 0.5), uniform(g, dtype, (B, C, M)))
         return CellExample(uniform(g, dtype, (T, B, C, M), 0.0, 2.0), states, params, label=label)
 

@@ -54,7 +54,7 @@ MULTILEVEL_CELL = Cell("multilevel", multilevel_update, multilevel_update_vjp, s
 @register_cell(MULTILEVEL_CELL, help="integer spikes 0..cap per step, soft reset")
 def _multilevel_examples(dtype, g):
     T, B, C, M = 8, 2, 3, 5
-    params = (torch.tensor(0.5, dtype=dtype).requires_grad_(), uniform(g, dtype, (C, 1), 0.4, 0.9, grad=True), 4.0)
+    params = (0.5, uniform(g, dtype, (C, 1), 0.4, 0.9, grad=True), 4.0)
     return CellExample(uniform(g, dtype, (T, B, C, M), 0.0, 2.0), (uniform(g, dtype, (B, C, M)),), params)
 
 

@@ -189,7 +189,7 @@ def _step_params(cell: Cell, params, x_seq: torch.Tensor, t: int) -> list:
 def check_vjp(cell: Cell, example: "CellExample", rtol: float = 1e-7) -> None:
     """Check ``cell.vjp`` against autograd of ``cell.step`` at every step of ``example`` in float64 (the states
     of each step come from running the reference forward): the gradient of ``x``, of every state and of every
-    parameter that requires a gradient in ``example``, for random cotangents of the output and the new states.
+    parameter not in ``cell.no_grad_params``, for random cotangents of the output and the new states.
     Raises one ValueError naming the cell, the component (``x``, ``state 'v'``, ``param 'k'``) and the step
     where they differ by more than ``rtol`` relative to the largest autograd value."""
     dt = torch.float64
@@ -202,8 +202,7 @@ def check_vjp(cell: Cell, example: "CellExample", rtol: float = 1e-7) -> None:
         if name in cell.seq_params and 0 < p.dim() < x_seq.dim():  # a time-varying parameter gets x_seq's rank
             p = p.reshape((1,) * (x_seq.dim() - p.dim()) + tuple(p.shape))
         params.append(p)
-    wanted = [torch.is_tensor(p) and p.requires_grad and n not in cell.no_grad_params
-              for n, p in zip(cell.params, example.params)]
+    wanted = [n not in cell.no_grad_params for n in cell.params]
     names = ["x", *(f"state {s!r}" for s in cell.states), *(f"param {n!r}" for n in cell.params)]
     states = [s.detach().to(dt) for s in example.states]
     g = torch.Generator().manual_seed(0)
@@ -237,8 +236,9 @@ def check_vjp(cell: Cell, example: "CellExample", rtol: float = 1e-7) -> None:
 class CellExample:
     """Inputs that exercise a cell's branches (spikes occur, resets happen): ``x [T, B, ...]``, the initial
     ``states`` (tensors ``[B, ...]``) and ``params`` in ``Cell.params`` order (floats, or tensors broadcastable to
-    ``[B, ...]``; a ``Cell.seq_params`` tensor to ``[T, B, ...]``).  Parameter tensors that require a gradient are
-    those whose gradient the registry tests check; the others are constants of the example."""
+    ``[B, ...]``; a ``Cell.seq_params`` tensor to ``[T, B, ...]``).  :func:`check_vjp` checks the gradient of every
+    parameter that can take one; the backend tests, of the parameter tensors that require a gradient here (each set
+    of them compiles its own backward kernel, so examples ask for the set the neuron's module trains)."""
 
     x: torch.Tensor
     states: tuple
