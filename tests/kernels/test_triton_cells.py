@@ -1,7 +1,8 @@
-"""The Triton driver generated from every Cell against the reference loop, under Triton's CPU interpreter
-(TRITON_INTERPRET=1, CPU tensors): identical spikes, states within 1e-5 relative (bit-identical in practice),
-gradients of x, the initial states and every parameter within 1e-5 relative, in float32 and float64.  The
-generated kernels are also compiled for a CUDA GPU (sm_90, on the CPU), which the interpreter does not do.
+"""The Triton driver generated from every registered Cell (spikeforge.kernels.cell.CELLS) against the reference
+loop, under Triton's CPU interpreter (TRITON_INTERPRET=1, CPU tensors): identical outputs, states within 1e-5
+relative (bit-identical in practice), gradients of x, the initial states and every parameter the cell's examples
+train within 1e-5 relative, in float32 and float64.  The generated kernels are also compiled for a CUDA GPU
+(sm_90, on the CPU), which the interpreter does not do.
 
 On a CUDA machine, ``pytest tests/kernels/test_triton_cells.py`` without TRITON_INTERPRET runs the same checks
 with CUDA tensors (see docs/kernels.md).
@@ -14,45 +15,17 @@ import os
 import pytest
 import torch
 
-from spikeforge.functional.alif import ALIF_CELL
+import spikeforge.functional  # noqa: F401  (registers every cell)
 from spikeforge.functional.glif import GLIF_CELL
-from spikeforge.functional.lifb import LIFB_CELL
 from spikeforge.functional.multilevel import MULTILEVEL_CELL
 from spikeforge.functional.sigma_delta import SIGMA_DELTA_CELL
-from spikeforge.kernels.cell import reference_seq
+from spikeforge.kernels.cell import CELLS, Cell, cell_examples, registered_cell
+from spikeforge.kernels.dispatch import run_cell
 from spikeforge.surrogate import get_surrogate
 
-T, SHAPE = 4, (2, 3, 50)  # N = 300: two programs of BLOCK = 256, the second one masked
 GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
 DEVICE = "cuda" if GPU else "cpu"
-
-
-def _params(cell, dtype, g):
-    """Example parameters covering every table layout: a Python float, one value, per channel (Q = 3 runs of 50),
-    per neuron (inner = 1), per step and channel, per step and shared; constant parameters as floats."""
-    C = SHAPE[1]
-
-    def r(*shape, lo=0.2, hi=0.9):  # multiples of 1/4: many steps land exactly on a threshold
-        return torch.round((torch.rand(*shape, generator=g, dtype=dtype) * (hi - lo) + lo) * 4) / 4
-
-    def one(v):
-        return torch.tensor(v, dtype=dtype)
-
-    if cell is ALIF_CELL:  # k, v_threshold, beta, rho, v_reset, hard
-        return (r(C, 1), r(1, SHAPE[2], lo=0.5, hi=1.0), one(0.25), one(0.875), 0.0, 1.0)
-    if cell is GLIF_CELL:  # tau, v_threshold, leak, v_reset, alpha, gamma, beta [T, ...], conductance [T, ...]
-        return (one(0.25), r(C, 1, lo=0.3, hi=0.6), one(0.0625), 0.5, one(0.5625), r(C, 1), r(T, 1, C, 1),
-                r(T, 1, 1, 1))
-    if cell is LIFB_CELL:  # tau, v_threshold, burst_threshold, beta
-        return (r(C, SHAPE[2], lo=0.3, hi=0.7), one(1.0), one(2.0), one(2.0))
-    if cell is MULTILEVEL_CELL:  # k, v_threshold, cap (compiled in)
-        return (one(0.25), r(C, 1, lo=0.6, hi=0.9), 3.0)
-    if cell is SIGMA_DELTA_CELL:  # omega
-        return (r(C, 1, lo=0.7, hi=2.0),)
-    raise AssertionError(f"no example parameters for cell {cell.name!r}")
-
-
-CELLS = [ALIF_CELL, GLIF_CELL, LIFB_CELL, MULTILEVEL_CELL, SIGMA_DELTA_CELL]
+CASES = [(name, i) for name in CELLS.list() for i in range(len(cell_examples(name)))]
 
 
 @pytest.fixture
@@ -64,65 +37,96 @@ def tk(monkeypatch):
     return tk
 
 
-def _case(cell, dtype, seed=0):
+def _dev(t):
+    return t.detach().to(DEVICE).requires_grad_(t.requires_grad) if torch.is_tensor(t) else t
+
+
+def _run(cell, x, states, params, surrogate, backend, seed=1):
+    """Outputs and the gradients of a random linear loss on the outputs, the recorded first state and the final
+    states, with respect to x, the initial states and every parameter tensor that requires a gradient."""
+    x = x.detach().clone().requires_grad_()
+    states = [s.detach().clone().requires_grad_() for s in states]
+    params = [p.detach().clone().requires_grad_() if torch.is_tensor(p) and p.requires_grad else p for p in params]
+    out, final, vseq = run_cell(cell, x, tuple(states), tuple(params), surrogate, backend, record=True)
     g = torch.Generator().manual_seed(seed)
-    # multiples of 1/8 (and parameters of 1/16): sums and products stay exact, so some steps sit exactly on a
-    # threshold, where `>=` and `>` differ
-    x = torch.randint(-4, 15, (T, *SHAPE), generator=g).to(dtype) / 8
-    states = tuple(torch.randint(-2, 3, SHAPE, generator=g).to(dtype) / 8 for _ in cell.states)
-    params = _params(cell, dtype, g)
-    weights = [torch.randn(T, *SHAPE, generator=g, dtype=dtype) for _ in range(2)]
-    weights += [torch.randn(*SHAPE, generator=g, dtype=dtype) for _ in cell.states]
-    dev = lambda t: t.to(DEVICE) if torch.is_tensor(t) else t  # noqa: E731
-    return dev(x), [dev(s) for s in states], [dev(p) for p in params], [dev(w) for w in weights]
-
-
-def _seq_rank(cell, params):
-    # seq parameters reach the drivers with x_seq's rank (as the dispatcher hands them on)
-    return [p.reshape((1,) * (1 + len(SHAPE) - p.dim()) + tuple(p.shape))
-            if n in cell.seq_params and torch.is_tensor(p) else p for n, p in zip(cell.params, params)]
-
-
-def _run(fn, cell, case, sg):
-    """Outputs and the gradients of a loss on the outputs, the recorded first state and the final states with
-    respect to x, the initial states and every parameter that takes a gradient."""
-    x, states, params, w = case
-    leaves = [x.clone().requires_grad_()] + [s.clone().requires_grad_() for s in states]
-    ps = []
-    for n, p in zip(cell.params, _seq_rank(cell, params)):
-        if torch.is_tensor(p) and n not in cell.no_grad_params:
-            p = p.clone().requires_grad_()
-            leaves.append(p)
-        ps.append(p)
-    out, final, vseq = fn(cell, leaves[0], tuple(leaves[1:1 + cell.n_states]), tuple(ps), sg, True)
-    loss = (out * w[0]).sum() + (vseq * w[1]).sum() + sum((f * wf).sum() for f, wf in zip(final, w[2:]))
+    w = [torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device) for t in (out, vseq, *final)]
+    loss = sum((t * wt).sum() for t, wt in zip((out, vseq, *final), w))
+    leaves = [x, *states] + [p for p in params if torch.is_tensor(p) and p.requires_grad]
     return (out, vseq, *final), torch.autograd.grad(loss, leaves)
-
-
-def _reference(cell, x, states, params, sg, record):
-    # floats as tensors of x's dtype, as the dispatcher hands them to the reference loop
-    params = [p if torch.is_tensor(p) else torch.tensor(p, dtype=x.dtype, device=x.device) for p in params]
-    return reference_seq(cell, x, states, params, sg, record)
 
 
 def _rel(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
-def test_triton_cell_equals_reference(cell, dtype, tk):
-    sg = get_surrogate("atan")
-    case = _case(cell, dtype)
-    got, g_got = _run(tk.run_cell, cell, case, sg)
-    want, g_want = _run(_reference, cell, case, sg)
-    assert torch.equal(got[0], want[0]), f"{cell.name}: outputs differ"
+def _check(cell, ex, x, states, params, label):
+    got, g_got = _run(cell, x, states, params, ex.surrogate if ex else "atan", "triton")
+    want, g_want = _run(cell, x, states, params, ex.surrogate if ex else "atan", "reference")
+    assert torch.equal(got[0], want[0]), f"{label}: outputs differ"
     for name, a, b in zip(("v_seq", *cell.states), got[1:], want[1:]):
-        assert _rel(a, b) <= 1e-5, f"{cell.name}: state {name} differs"
-    names = ["x", *cell.states] + [n for n, p in zip(cell.params, case[2])
-                                   if torch.is_tensor(p) and n not in cell.no_grad_params]
+        assert _rel(a, b) <= 1e-5, f"{label}: state {name} differs by {_rel(a, b):.1e}"
+    names = ["x", *cell.states] + [n for n, p in zip(cell.params, params) if torch.is_tensor(p) and p.requires_grad]
+    assert len(names) == len(g_got) == len(g_want)
     for name, a, b in zip(names, g_got, g_want):
-        assert a.shape == b.shape and _rel(a, b) <= 1e-5, f"{cell.name}: gradient of {name} differs"
+        assert a.shape == b.shape and _rel(a, b) <= 1e-5, f"{label}: gradient of {name} differs by {_rel(a, b):.1e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name,i", CASES, ids=[f"{n}-{i}" for n, i in CASES])
+def test_triton_cell_equals_reference(name, i, dtype, tk):
+    """Every registered cell on each of its declared examples."""
+    cell = registered_cell(name)
+    ex = cell_examples(name, dtype)[i]
+    _check(cell, ex, _dev(ex.x), [_dev(s) for s in ex.states], [_dev(p) for p in ex.params], f"{name} {ex.label}")
+
+
+def test_triton_parameter_tables_every_layout(tk):
+    """GLIF with its parameters in every layout the tables take: a Python float, one value, per channel (Q = 3 runs
+    of 50 neurons), per neuron (inner = 1), per step and channel, per step and shared; N = 300 neurons (two programs
+    of 256, the second one masked)."""
+    g = torch.Generator().manual_seed(0)
+    T, B, C, M = 4, 2, 3, 50
+
+    def r(*shape, lo=0.1, hi=0.9):
+        return (torch.rand(*shape, generator=g) * (hi - lo) + lo).requires_grad_()
+
+    params = (torch.tensor(0.25).requires_grad_(), r(C, 1, lo=0.3, hi=0.6), r(C, M, lo=0.0, hi=0.1), 0.5, r(C, 1),
+              r(1), r(T, 1, C, 1), r(T, 1, 1, 1))
+    x = torch.rand(T, B, C, M, generator=g) * 0.9
+    states = (torch.rand(B, C, M, generator=g) * 0.5, (torch.rand(B, C, M, generator=g) > 0.5).float())
+    _check(GLIF_CELL, None, _dev(x), [_dev(s) for s in states], [_dev(p) for p in params], "glif layouts")
+
+
+# a cell that puts every helper of a step on its boundary: with inputs in multiples of 1/8, h - vth is exactly 0 at
+# some steps (spike), h / vth an exact integer (mspike, floor), x exactly 0 (relu), h exactly 0 or 1 (clamp)
+def _edges_step(x, v, w, vth, cap):
+    h = v + x
+    s = spike(h - vth)  # noqa: F821
+    n = mspike(h, vth, cap)  # noqa: F821
+    w1 = relu(x) + floor(h) + clamp(h, ZERO, ONE) + ste(h / vth, x) + spike(ONE - relu(x))  # noqa: F821
+    return s + (cap + ONE) * n, h - vth * s, w1 + w * ZERO  # noqa: F821
+
+
+def _edges_vjp(gs, gv1, gw1, x, v, w, vth, cap, alpha):  # not used (the test checks the forward)
+    return gs, gv1, gw1, ZERO * vth, ZERO * cap  # noqa: F821
+
+
+EDGES = Cell("edges", _edges_step, _edges_vjp, states=("v", "w"), params=("vth", "cap"), no_grad_params=("cap",),
+             const_params=("cap",))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_triton_helpers_on_their_boundaries(dtype, tk):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randint(-4, 12, (4, 2, 70), generator=g) / 8).to(dtype)
+    states = tuple((torch.randint(-4, 5, (2, 70), generator=g) / 8).to(dtype) for _ in range(2))
+    params = (torch.tensor([0.5, 0.75], dtype=dtype).repeat(35), 2.0)
+    got = run_cell(EDGES, x, states, params, backend="triton", record=True)
+    want = run_cell(EDGES, x, states, params, backend="reference", record=True)
+    assert (x == 0).any() and (got[0] % 3 == 1).any()  # the boundaries are reached
+    assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
+    for a, b in zip(got[1], want[1]):
+        assert torch.equal(a, b)
 
 
 def _cell_ref(cell) -> str:
@@ -156,19 +160,20 @@ print(json.dumps(res))
 
 
 def test_triton_cells_compile_for_cuda():
-    """The generated kernels of every cell go through Triton's compiler to PTX for sm_90 (no GPU needed), which
-    the interpreter never does (it runs code the compiler rejects, e.g. a loop value that changes type, or a
-    helper without a module name), with every compile-time flag on (and, for one cell, off).  The forward divides in float32 as torch
-    does (`div.rn`, not Triton's default `div.full`) and nothing is contracted into an FMA, so spikes on the GPU
-    are those of the reference."""
+    """The generated kernels of every registered cell go through Triton's compiler to PTX for sm_90 (no GPU
+    needed), which the interpreter never does (it runs code the compiler rejects, e.g. a loop value that changes
+    type, or a helper without a module name), with every compile-time flag on (and, for one cell, off).  The
+    forward divides in float32 as torch does (`div.rn`, not Triton's default `div.full`) and nothing is contracted
+    into an FMA, so spikes on the GPU are those of the reference."""
     import json
     import subprocess
     import sys
 
     todo = []
-    for j, cell in enumerate(CELLS):
-        params = _params(cell, torch.float32, torch.Generator().manual_seed(0))
-        consts = [float(p) for n, p in zip(cell.params, params) if n in cell.const_params]
+    for j, name in enumerate(CELLS.list()):
+        cell = registered_cell(name)
+        ex = cell_examples(name, torch.float32)[0]
+        consts = [float(p) for n, p in zip(cell.params, ex.params) if n in cell.const_params]
         grads = [i for i, n in enumerate(cell.params) if n not in cell.no_grad_params]
         # the flags switch code paths of the driver, the same for every cell: all off for one cell only
         todo.append((_cell_ref(cell), consts, grads, [True, False] if j == 0 else [True]))
@@ -177,7 +182,7 @@ def test_triton_cells_compile_for_cuda():
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(res) == len(CELLS) + 1
+    assert len(res) == len(todo) + 1
     for key, r in res.items():
         assert isinstance(r, dict), f"{key}: {r}"
         for k, (entry, approx_div, fma) in r.items():
@@ -188,8 +193,8 @@ def test_triton_cells_compile_for_cuda():
 
 def test_triton_cell_bad_input(tk, monkeypatch):
     sg = get_surrogate("atan")
-    x = torch.rand(T, *SHAPE)
-    v = (torch.zeros(SHAPE),)
+    x = torch.rand(4, 2, 3, 5)
+    v = (torch.zeros(2, 3, 5),)
     with pytest.raises(ValueError, match=r"backend='triton': dtype torch.float16 is not supported \(float32, float64\)"):
         tk.run_cell(SIGMA_DELTA_CELL, x.half(), (v[0].half(),), (1.0,), sg)
     with pytest.raises(ValueError, match=r"cap: the Triton kernel of 'multilevel' needs one value for the whole layer"):
@@ -202,23 +207,11 @@ def test_triton_cell_bad_input(tk, monkeypatch):
             tk.run_cell(SIGMA_DELTA_CELL, x, v, (1.0,), sg)
 
 
-def test_dispatch_runs_the_triton_driver_for_cells(tk):
-    """``backend="triton"`` reaches the generated driver through the one dispatcher and the functional API (a
-    per-step parameter without a time dim, as a user passes it, included)."""
+def test_functional_api_reaches_the_triton_driver(tk):
+    """``backend="triton"`` reaches the generated driver through the functional API and the one dispatcher."""
     from spikeforge.functional.alif import alif
-    from spikeforge.kernels.dispatch import run_cell
 
-    x, states, params, _ = _case(GLIF_CELL, torch.float32)
-    params = list(params)
-    out, grads = [], []
-    for backend in ("triton", "reference"):
-        c = torch.tensor([[0.25], [0.5], [0.75]], requires_grad=True)  # a per-step parameter, the same every step
-        params[7] = c
-        o = run_cell(GLIF_CELL, x, tuple(states), tuple(params), backend=backend, record=True)
-        out.append(o)
-        grads.append(torch.autograd.grad((o[0] * x).sum() + o[2].sum(), c)[0])
-    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][2], out[1][2])
-    assert _rel(grads[0], grads[1]) <= 1e-5
+    x = (torch.rand(4, 2, 30) * 1.5).to(DEVICE)
     s, st = alif(x, backend="triton")
     s_ref, st_ref = alif(x, backend="reference")
-    assert torch.equal(s, s_ref) and torch.equal(st.a, st_ref.a)
+    assert torch.equal(s, s_ref) and torch.equal(st.a, st_ref.a) and s.any()

@@ -390,16 +390,17 @@ def lif_triton(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate
 # The helper names a Cell's step and vjp use (see spikeforge.kernels.cell), bound to Triton.  ONE/ZERO are
 # tl.constexpr numbers: combined with a tensor they take its dtype, as a Python number does in torch.
 # fmt: off
+# DT is the data's dtype (the helpers are bound per dtype): a comparison's 0/1 takes it, as in torch.
 def _c_heav(u):
-    return (u >= 0.0).to(u.dtype)
+    return tl.where(u >= 0.0, 1.0, 0.0).to(DT)  # noqa: F821
 
 
 def _c_step(u):
-    return (u > 0.0).to(u.dtype)
+    return tl.where(u > 0.0, 1.0, 0.0).to(DT)  # noqa: F821
 
 
 def _c_relu(u):
-    return tl.where(u > 0.0, u, 0.0)  # noqa: F821
+    return tl.where(u > 0.0, u, 0.0).to(DT)  # noqa: F821  (not 0 * x: NaN at -inf)
 
 
 def _c_floor(u):
@@ -652,8 +653,12 @@ def _build_cell(cell, dtype: torch.dtype, surrogate: Surrogate, consts: tuple, g
     import triton.language as tl
 
     # __name__: Triton reads a called function's module name (bind's globals become the functions' module)
-    ns = {"__name__": __name__, "tl": tl, "ONE": tl.constexpr(1.0), "ZERO": tl.constexpr(0.0), "PI": tl.constexpr(math.pi),
-          "SQRT_PI": tl.constexpr(math.sqrt(math.pi)), "ALPHA": tl.constexpr(float(surrogate.alpha))}
+    # numbers are tl.constexpr globals for the compiler; the interpreter wants plain numbers (a constexpr minus a
+    # tensor would be a tensor wrapped in a constexpr)
+    const = (lambda v: v) if _interpret() else tl.constexpr
+    ns = {"__name__": __name__, "tl": tl, "DT": tl.float32 if dtype == torch.float32 else tl.float64,
+          "ONE": const(1.0), "ZERO": const(0.0), "PI": const(math.pi), "SQRT_PI": const(math.sqrt(math.pi)),
+          "ALPHA": const(float(surrogate.alpha))}
     ns["_div"] = triton.jit(bind(_c_div_rn if dtype == torch.float32 else _c_div, ns))
     # the surrogate's derivative reads exp/absf/relu/step/PI
     sg_ns = {**ns, "exp": triton.jit(bind(_c_exp, ns)), "absf": triton.jit(bind(_c_abs, ns))}
@@ -665,7 +670,7 @@ def _build_cell(cell, dtype: torch.dtype, surrogate: Surrogate, consts: tuple, g
     ns["dmspike"] = triton.jit(bind(_c_dmspike, ns))
     cidx = {cell.params.index(n): f"CONST{j}" for j, n in enumerate(cell.const_params)}
     for j, v in enumerate(consts):
-        ns[f"CONST{j}"] = tl.constexpr(_const_value(v))
+        ns[f"CONST{j}"] = const(_const_value(v))
     arr = [i for i in range(cell.n_params) if i not in cidx]
     src = (_cell_source(cell.step, "_cell_step") + "\n\n" + _cell_source(cell.vjp, "_cell_vjp") + "\n\n"
            + _gen_cell_src(cell, arr, cidx, grads, vjp_reads_states(cell)))
