@@ -215,3 +215,22 @@ def test_functional_api_reaches_the_triton_driver(tk):
     s, st = alif(x, backend="triton")
     s_ref, st_ref = alif(x, backend="reference")
     assert torch.equal(s, s_ref) and torch.equal(st.a, st_ref.a) and s.any()
+
+
+@pytest.mark.parametrize("name", ["alif"])
+def test_triton_repeated_input(name, tk):
+    """An input repeated over time (expanded, stride 0, as direct coding gives it) is read as its one row; outputs
+    and the gradient of that row as the reference's."""
+    cell = registered_cell(name)
+    ex = cell_examples(name, torch.float32)[0]
+    res = []
+    for backend in ("triton", "reference"):
+        x0 = _dev(ex.x[0]).detach().requires_grad_()
+        x = x0.unsqueeze(0).expand(ex.x.shape)
+        assert x.stride(0) == 0
+        out, final, _ = run_cell(cell, x, tuple(_dev(s) for s in ex.states), tuple(_dev(p) for p in ex.params),
+                                 ex.surrogate, backend)
+        w = torch.linspace(-1, 1, out.numel(), device=out.device).reshape(out.shape)
+        res.append((out, final, torch.autograd.grad((out * w).sum() + final[0].sum(), x0)[0]))
+    (o1, f1, g1), (o2, f2, g2) = res
+    assert torch.equal(o1, o2) and all(_rel(a, b) <= 1e-5 for a, b in zip(f1, f2)) and _rel(g1, g2) <= 1e-5

@@ -553,6 +553,18 @@ def _gen_cell_src(cell, arr: list, consts: dict, grads: tuple, replay: bool) -> 
         for i in range(S):
             a(f"    s{i} = _load_state(st{i}_ptr, offs, mask, zero, S{i}_VEC)")
 
+    def load_x(ind):
+        # X_REP: the same input at every step (x_seq expanded over time, stride 0), one row read T times
+        a(f"{ind}if X_REP:")
+        a(f"{ind}    x = tl.load(x_ptr + offs, mask=mask, other=0.0)")
+        a(f"{ind}else:")
+        a(f"{ind}    x = tl.load(x_ptr + row + offs, mask=mask, other=0.0)")
+
+    def hist(i):
+        # the states entering step t: state 0 in gx (the backward overwrites row t with dL/dx_t after reading it),
+        # the others in hist [T, S - 1, N]
+        return "gx_ptr + row + offs" if i == 0 else f"hist_ptr + (row * {S - 1} + {i - 1} * N) + offs"
+
     def seq_params(ind):
         for i in arr:
             if cell.params[i] in cell.seq_params:
@@ -561,13 +573,13 @@ def _gen_cell_src(cell, arr: list, consts: dict, grads: tuple, replay: bool) -> 
 
     # forward: spikes (and the first state after every step with REC) out, final states, the non-finite flag
     a(f"def cell_fwd(x_ptr, {sptr}{pptr}out_ptr, vseq_ptr, last_ptr, bad_ptr, T, N{pint}, {sflag}{pflag}"
-      "REC: tl.constexpr, BLOCK: tl.constexpr):")
+      "REC: tl.constexpr, X_REP: tl.constexpr, BLOCK: tl.constexpr):")
     prologue()
     load_states()
     a("    acc = zero")
     a("    for t in range(T):")
     a("        row = tl.cast(t, tl.int64) * N")
-    a("        x = tl.load(x_ptr + row + offs, mask=mask, other=0.0)")
+    load_x("        ")
     seq_params("        ")
     a(f"        o, {', '.join(f'n{i}' for i in range(S))} = STEP(x, {', '.join(sts + pex)})")
     a("        tl.store(out_ptr + row + offs, o, mask=mask)")
@@ -581,21 +593,22 @@ def _gen_cell_src(cell, arr: list, consts: dict, grads: tuple, replay: bool) -> 
     a("    tl.store(bad_ptr + offs, (acc != 0.0).to(tl.int8), mask=mask)")
     a("")
     a("")
-    # backward: replay the forward into hist [T, S, N] (the states entering every step), then the vjp in reverse
+    # backward: replay the forward, storing the states entering every step (see hist), then the vjp in reverse
     gin = "".join(f"gs{i}_ptr, " for i in range(S))
     gpo = "".join(f"gp{i}_ptr, " for i in grads)
     gflag = "".join(f"HAS_GS{i}: tl.constexpr, " for i in range(S))
     a(f"def cell_bwd(x_ptr, {sptr}{pptr}go_ptr, gv_ptr, {gin}hist_ptr, gx_ptr, gst_ptr, {gpo}T, N{pint}, "
-      f"{sflag}{pflag}{gflag}GO_CONST: tl.constexpr, HAS_GV: tl.constexpr, BLOCK: tl.constexpr):")
+      f"{sflag}{pflag}{gflag}GO_CONST: tl.constexpr, HAS_GV: tl.constexpr, X_REP: tl.constexpr, "
+      "BLOCK: tl.constexpr):")
     prologue()
     if replay:
         load_states()
         a("    for t in range(T):")
         a("        row = tl.cast(t, tl.int64) * N")
-        a("        x = tl.load(x_ptr + row + offs, mask=mask, other=0.0)")
+        load_x("        ")
         seq_params("        ")
         for i in range(S):
-            a(f"        tl.store(hist_ptr + (row * {S} + {i} * N) + offs, s{i}, mask=mask)")
+            a(f"        tl.store({hist(i)}, s{i}, mask=mask)")
         a(f"        o, {', '.join(f'n{i}' for i in range(S))} = STEP(x, {', '.join(sts + pex)})")
         for i in range(S):
             a(f"        s{i} = n{i}")
@@ -612,7 +625,7 @@ def _gen_cell_src(cell, arr: list, consts: dict, grads: tuple, replay: bool) -> 
     a("    for i in range(T):")
     a("        t = T - 1 - i")
     a("        row = tl.cast(t, tl.int64) * N")
-    a("        x = tl.load(x_ptr + row + offs, mask=mask, other=0.0)")
+    load_x("        ")
     a("        go = go_c")
     a("        if not GO_CONST:")
     a("            go = tl.load(go_ptr + row + offs, mask=mask, other=0.0)")
@@ -620,7 +633,7 @@ def _gen_cell_src(cell, arr: list, consts: dict, grads: tuple, replay: bool) -> 
     a("            g0 = g0 + tl.load(gv_ptr + row + offs, mask=mask, other=0.0)")
     seq_params("        ")
     for i in range(S):
-        a(f"        s{i} = tl.load(hist_ptr + (row * {S} + {i} * N) + offs, mask=mask, other=0.0)" if replay else
+        a(f"        s{i} = tl.load({hist(i)}, mask=mask, other=0.0)" if replay else
           f"        s{i} = zero")
     outs = ["dx"] + [f"d{i}" for i in range(S)] + [f"dp{i}" if i in grads else "_" for i in range(P)]
     a(f"        {', '.join(outs)} = VJP(go, {', '.join(f'g{i}' for i in range(S))}, x, {', '.join(sts + pex)}, "
@@ -737,20 +750,22 @@ class TritonCellFn(torch.autograd.Function):
         T = x_seq.shape[0]
         shape = tuple(x_seq.shape[1:])
         N = math.prod(shape)
-        x2 = x_seq.detach().reshape(T, N).contiguous()
+        # an input repeated over time (expanded, stride 0: e.g. direct coding) is read as its one row
+        x_rep = T > 1 and x_seq.stride(0) == 0
+        x2 = (x_seq.detach()[:1] if x_rep else x_seq.detach()).reshape(1 if x_rep else T, N).contiguous()
         consts = tuple(_const_param(cell, n, p) for n, p in zip(cell.params, params) if n in cell.const_params)
         fwd, _, arr = _cell_kernels(cell, x2.dtype, surrogate, consts, ())
         st = [_state_vec(s, N).to(x2.dtype) for s in states]
         tabs = {i: _table(cell.params[i], params[i], cell.params[i] in cell.seq_params, T, shape, x2) for i in arr}
-        out = torch.empty_like(x2)
-        vseq = torch.empty_like(x2) if record else x2.new_empty(1)
+        out = x2.new_empty(T, N)
+        vseq = x2.new_empty(T, N) if record else x2.new_empty(1)
         last = torch.empty(S, N, dtype=x2.dtype, device=x2.device)
         bad = torch.zeros(N, dtype=torch.int8, device=x2.device)
         if N > 0 and T > 0:
             fwd[(triton.cdiv(N, BLOCK),)](
                 x2, *st, *[tabs[i][0] for i in arr], out, vseq, last, bad, T, N,
                 *[v for i in arr for v in tabs[i][1:3]], *[s.numel() > 1 for s in st],
-                *[f for i in arr for f in (tabs[i][1] > 1, tabs[i][3] > 1)], REC=record, BLOCK=BLOCK,
+                *[f for i in arr for f in (tabs[i][1] > 1, tabs[i][3] > 1)], REC=record, X_REP=x_rep, BLOCK=BLOCK,
                 **_compile_opts())
         else:  # no step (or no neuron): the final states are the initial ones
             for i in range(S):
@@ -760,7 +775,7 @@ class TritonCellFn(torch.autograd.Function):
         # saved: x (the input itself, no copy when contiguous), the initial states and the parameter tables; the
         # backward replays the forward instead of saving [T, N] states
         ctx.save_for_backward(x2, *st, *[tabs[i][0] for i in arr])
-        ctx.cfg = (cell, surrogate, record, T, N, shape, consts, arr, {i: tabs[i][1:] for i in arr})
+        ctx.cfg = (cell, surrogate, record, T, N, shape, consts, arr, {i: tabs[i][1:] for i in arr}, x_rep)
         ctx.p_shapes = [p.shape if torch.is_tensor(p) else None for p in params]
         ctx.s_shapes = [s.shape for s in states]
         res = [out.reshape(x_seq.shape), vseq.reshape(x_seq.shape) if record else x2.new_empty(0)]
@@ -771,7 +786,7 @@ class TritonCellFn(torch.autograd.Function):
     def backward(ctx, g_out, g_vseq, *g_states):
         import triton
 
-        cell, surrogate, record, T, N, shape, consts, arr, tinfo = ctx.cfg
+        cell, surrogate, record, T, N, shape, consts, arr, tinfo, x_rep = ctx.cfg
         S = cell.n_states
         x2, *rest = ctx.saved_tensors
         st, tabs = rest[:S], rest[S:]
@@ -793,8 +808,9 @@ class TritonCellFn(torch.autograd.Function):
         has_gv = record and g_vseq is not None
         gv = flat(g_vseq, T) if has_gv else x2.new_empty(1)
         gs = [flat(g, 0) if g is not None else x2.new_empty(1) for g in g_states]
-        hist = torch.empty(T * S * N if vjp_reads_states(cell) else 1, dtype=dt, device=dev)
-        gx = torch.empty_like(x2)
+        # the states entering every step: the first in gx, the others in hist (no replay: the vjp reads no state)
+        hist = torch.empty(T * (S - 1) * N if S > 1 and vjp_reads_states(cell) else 1, dtype=dt, device=dev)
+        gx = torch.empty(T, N, dtype=dt, device=dev)
         gst = torch.empty(S, N, dtype=dt, device=dev)
         gp = {i: torch.zeros((T, N) if tinfo[i][2] > 1 else (N,), dtype=torch.float64, device=dev) for i in grads}
         if N > 0 and T > 0:
@@ -802,7 +818,7 @@ class TritonCellFn(torch.autograd.Function):
                 x2, *st, *tabs, go, gv, *gs, hist, gx, gst, *[gp[i] for i in grads], T, N,
                 *[v for i in arr for v in tinfo[i][:2]], *[s.numel() > 1 for s in st],
                 *[f for i in arr for f in (tinfo[i][0] > 1, tinfo[i][2] > 1)],
-                *[g is not None for g in g_states], GO_CONST=go_const, HAS_GV=has_gv, BLOCK=BLOCK,
+                *[g is not None for g in g_states], GO_CONST=go_const, HAS_GV=has_gv, X_REP=x_rep, BLOCK=BLOCK,
                 **_compile_opts())
         else:
             gst.zero_()
