@@ -118,9 +118,9 @@ EDGES = Cell("edges", _edges_step, _edges_vjp, states=("v", "w"), params=("vth",
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_triton_helpers_on_their_boundaries(dtype, tk):
     g = torch.Generator().manual_seed(0)
-    x = (torch.randint(-4, 12, (4, 2, 70), generator=g) / 8).to(dtype)
-    states = tuple((torch.randint(-4, 5, (2, 70), generator=g) / 8).to(dtype) for _ in range(2))
-    params = (torch.tensor([0.5, 0.75], dtype=dtype).repeat(35), 2.0)
+    x = (torch.randint(-4, 12, (4, 2, 70), generator=g) / 8).to(DEVICE, dtype)
+    states = tuple((torch.randint(-4, 5, (2, 70), generator=g) / 8).to(DEVICE, dtype) for _ in range(2))
+    params = (torch.tensor([0.5, 0.75], dtype=dtype).repeat(35).to(DEVICE), 2.0)
     got = run_cell(EDGES, x, states, params, backend="triton", record=True)
     want = run_cell(EDGES, x, states, params, backend="reference", record=True)
     assert (x == 0).any() and (got[0] % 3 == 1).any()  # the boundaries are reached
@@ -193,14 +193,15 @@ def test_triton_cells_compile_for_cuda():
 
 def test_triton_cell_bad_input(tk, monkeypatch):
     sg = get_surrogate("atan")
-    x = torch.rand(4, 2, 3, 5)
-    v = (torch.zeros(2, 3, 5),)
+    x = torch.rand(4, 2, 3, 5, device=DEVICE)
+    v = (torch.zeros(2, 3, 5, device=DEVICE),)
     with pytest.raises(ValueError, match=r"backend='triton': dtype torch.float16 is not supported \(float32, float64\)"):
         tk.run_cell(SIGMA_DELTA_CELL, x.half(), (v[0].half(),), (1.0,), sg)
     with pytest.raises(ValueError, match=r"cap: the Triton kernel of 'multilevel' needs one value for the whole layer"):
-        tk.run_cell(MULTILEVEL_CELL, x, v, (0.5, 1.0, torch.tensor([2.0, 3.0])), sg)
+        tk.run_cell(MULTILEVEL_CELL, x, v, (0.5, 1.0, torch.tensor([2.0, 3.0], device=DEVICE)), sg)
     with pytest.raises(ValueError, match=r"conductance: 3 time steps but x_seq has 4"):
-        tk.run_cell(GLIF_CELL, x, v * 2, (0.25, 0.5, 0.06, 0.5, 0.5, 0.5, 0.5, torch.rand(3, 1, 1, 1)), sg)
+        tk.run_cell(GLIF_CELL, x, v * 2, (0.25, 0.5, 0.06, 0.5, 0.5, 0.5, 0.5, torch.rand(3, 1, 1, 1, device=DEVICE)),
+                    sg)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     if not GPU:
         with pytest.raises(ValueError, match=r"backend='triton': x_seq is on cpu; the triton backend needs CUDA"):
