@@ -240,6 +240,26 @@ def test_failed_start_leaves_no_folder(tmp_path, capsys):
     assert not (tmp_path / "s").exists()  # the rerun needs no --force
 
 
+def test_ctrl_c_in_the_first_epoch_keeps_a_folder_resume_can_continue(tmp_path, capsys, monkeypatch):
+    """An interrupted run is not a failed start: the CLI says to --resume it, so its folder must stay."""
+    from spikeforge.training import trainer
+
+    real = trainer.lr_at
+
+    def interrupt_at_step_2(cfg, step, steps_per_epoch):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real(cfg, step, steps_per_epoch)
+
+    monkeypatch.setattr(trainer, "lr_at", interrupt_at_step_2)
+    assert main(cli(tmp_path)) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert RunDir.is_run_folder(tmp_path / "r")
+    monkeypatch.setattr(trainer, "lr_at", real)
+    assert main(["train", "--resume", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert [r["epoch"] for r in RunDir(tmp_path / "r").read_metrics()] == [1]
+
+
 def test_disk_full_is_one_line(tmp_path, capsys, monkeypatch):
     def full(self, name, obj):
         raise OSError(errno.ENOSPC, "No space left on device", str(self.path / name))
