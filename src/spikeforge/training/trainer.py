@@ -336,7 +336,8 @@ def train(cfg: TrainConfig, run_dir=None, *, resume: bool = False, force: bool =
     (:mod:`spikeforge.training.finetune`).
     Raises :class:`TrainingDivergedError` on a non-finite loss, gradient, parameter or buffer, after keeping
     the last good checkpoint. The data, model and optimiser are built before a new run folder is created,
-    and a new run that fails before its first optimiser step removes the folder it created.
+    and a new run that stops on an error (not Ctrl-C) before its first checkpoint or epoch record removes the
+    folder it created.
     """
     t_start = time.perf_counter()
     opened = _open_for_resume(run_dir, runtime) if resume else None
