@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     arrays = load_data(cfg.data, args.data_dir)
     from spikeforge.training.checkpoint import load_checkpoint, load_model_state
     from spikeforge.training.runs import RunDir
-    from spikeforge.training.trainer import build_model
+    from spikeforge.models.build import build_model
 
     model = build_model(cfg, arrays)
     last = RunDir.open(res["run_dir"]).last

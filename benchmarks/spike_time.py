@@ -134,7 +134,8 @@ def run_one(name: str, overrides: list[str], data_dir: str) -> dict:
     import torch
 
     from spikeforge.config import TrainConfig
-    from spikeforge.training import build_model, train
+    from spikeforge.models.build import build_model
+    from spikeforge.training import train
     from spikeforge.training.data import load_data
 
     cfg = TrainConfig().override(overrides)

@@ -102,7 +102,7 @@ def load_cfg(data_dir, overrides=()):
 def phase_accuracy(args) -> dict:
     from spikeforge.training import train
     from spikeforge.training.data import load_data
-    from spikeforge.training.trainer import build_model
+    from spikeforge.models.build import build_model
 
     out = {"threads": torch.get_num_threads(), "commit": _commit()}
     ov = [f"run.epochs={args.epochs}"] if args.epochs else []
@@ -133,7 +133,8 @@ def phase_accuracy(args) -> dict:
 def phase_speed(args) -> dict:
     from spikeforge.training.data import load_data
     from spikeforge.training.losses import compute_loss
-    from spikeforge.training.trainer import build_model, build_optimizer
+    from spikeforge.models.build import build_model
+    from spikeforge.training.trainer import build_optimizer
 
     cfg = load_cfg(args.data_dir)
     arrays = load_data(cfg.data)

@@ -19,7 +19,7 @@ def ann_run(tmp_path_factory):
     from spikeforge.training.checkpoint import save_checkpoint
     from spikeforge.training.data import load_data
     from spikeforge.training.runs import RunDir
-    from spikeforge.training.trainer import build_model
+    from spikeforge.models.build import build_model
 
     cfg = TrainConfig().override(["data.name=digits", "model.name=mlp", "model.neuron=relu", "model.T=1",
                                   "model.kwargs.hidden=[32]", "data.train_subset=600", "data.test_subset=100"])

@@ -72,7 +72,7 @@ def _run(args) -> int:
     from ..training.checkpoint import checkpoint_exists, load_checkpoint, load_model_state
     from ..training.data import load_data
     from ..training.runs import RunDir, code_version
-    from ..training.trainer import build_model
+    from ..models.build import build_model
     from . import RECIPES, accuracy_vs_T, convert_with, format_diagnostics, layer_diagnostics
 
     Ts = _parse_Ts(args.T)

@@ -11,7 +11,8 @@ def _run(args) -> int:
     from ..training.checkpoint import atomic_write_text, checkpoint_exists, load_checkpoint, load_model_state
     from ..training.data import load_data
     from ..training.runs import RunDir
-    from ..training.trainer import build_model, evaluate, train
+    from ..models.build import build_model
+    from ..training.trainer import evaluate, train
     from .quant import QuantConfig, quantize_, storage_bits
 
     if args.qat_epochs < 0:

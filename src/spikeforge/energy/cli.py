@@ -10,7 +10,7 @@ def _run(args) -> int:
     from ..training.checkpoint import atomic_write_text, checkpoint_exists, load_checkpoint, load_model_state
     from ..training.data import load_data, to_model_input
     from ..training.runs import RunDir
-    from ..training.trainer import build_model
+    from ..models.build import build_model
     from .profiles import get_profile
     from .report import format_table, inference_energy, plot_energy
     from .training import ann_training_energy, layers_from_counts, sata_energy

@@ -124,7 +124,8 @@ def _eval(args) -> int:
     from .data import load_data
     from .distributed import resolve_device
     from .runs import RunDir
-    from .trainer import build_model, evaluate
+    from ..models.build import build_model
+    from .trainer import evaluate
 
     run = RunDir.open(args.run_dir)
     cfg = run.load_config()

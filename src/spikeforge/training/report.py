@@ -80,7 +80,7 @@ def write_report(run: RunDir, arrays=None, model=None, device=None, checkpoint: 
         ck = run.best if checkpoint_exists(run.best) else run.last
         if checkpoint_exists(ck):
             from .data import load_data
-            from .trainer import build_model
+            from ..models.build import build_model
 
             arrays = load_data(cfg.data, data_dir)
             model = build_model(cfg, arrays)

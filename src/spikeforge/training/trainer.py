@@ -40,6 +40,7 @@ from .checkpoint import (NonFiniteCheckpointError, checkpoint_exists, load_check
                          restore_rng_state, save_checkpoint)
 from .data import Arrays, data_metrics, describe_data, eval_batches, load_data, to_model_input, train_batches
 from ..methods import StepContext, create_method
+from ..models.build import build_model
 from .losses import compute_loss
 from .runs import RunDir, code_version, default_run_name
 
@@ -58,26 +59,6 @@ def _zero_partial() -> dict:
 
 
 # ------------------------------------------------------------------------------------------- building
-def build_model(cfg: TrainConfig, arrays: Arrays) -> torch.nn.Module:
-    """The registered model ``cfg.model.name`` sized for the data in ``arrays``."""
-    from ..models import MODELS, create_model
-
-    if arrays.sequence and cfg.model.T != arrays.x_train.shape[1]:
-        raise ValueError(f"model.T: {cfg.model.T} but the data has {arrays.x_train.shape[1]} frames per sample "
-                         f"(data.frames); set model.T={arrays.x_train.shape[1]}")
-    params = MODELS.describe(cfg.model.name)["params"]
-    kw = dict(cfg.model.kwargs)
-    if "input_size" in params and "input_size" not in kw:
-        kw["input_size"] = arrays.input_size
-    if cfg.model.encoder != "direct":
-        if "encoder" not in params:
-            raise ValueError(f"model.encoder: model {cfg.model.name!r} takes no encoder option")
-        kw["encoder"] = cfg.model.encoder
-    return create_model(cfg.model.name, num_classes=arrays.num_classes, in_channels=arrays.in_channels,
-                        neuron=cfg.model.neuron, neuron_kwargs=dict(cfg.model.neuron_kwargs) or None,
-                        T=cfg.model.T, **kw)
-
-
 def param_groups(cfg: TrainConfig, model: torch.nn.Module) -> list[dict]:
     """Optimiser groups: every module with a ``param_groups(lr)`` method (GLIF: gates at lr/10, no weight decay)
     gets its own groups; the rest share ``optim.lr`` and ``optim.weight_decay``.  Each group records

@@ -9,7 +9,7 @@ from spikeforge.config import TrainConfig
 from spikeforge.training.checkpoint import save_checkpoint
 from spikeforge.training.data import load_data
 from spikeforge.training.runs import RunDir
-from spikeforge.training.trainer import build_model
+from spikeforge.models.build import build_model
 
 TINY = ["data.train_subset=64", "data.test_subset=32", "data.batch_size=32", "model.T=2",
         "model.kwargs.channels=[4, 8]", "run.epochs=1", "run.progress=false", "run.plots=false", "run.device=cpu"]

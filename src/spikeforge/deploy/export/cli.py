@@ -37,7 +37,7 @@ def load_run_model(run_dir, checkpoint: str = "best", data_dir=None):
     from ...training.checkpoint import checkpoint_exists, load_checkpoint, load_model_state
     from ...training.data import load_data
     from ...training.runs import RunDir
-    from ...training.trainer import build_model
+    from ...models.build import build_model
 
     run = RunDir.open(run_dir)
     cfg = run.load_config()
