@@ -387,10 +387,10 @@ def lif_triton(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate
 
 
 # --- the generic Cell driver -----------------------------------------------------------------------------
-# The helper names a Cell's step and vjp use (see spikeforge.kernels.cell), bound to Triton.  ONE/ZERO are
-# tl.constexpr numbers: combined with a tensor they take its dtype, as a Python number does in torch.
+# The helper names a Cell's step and vjp use (see spikeforge.kernels.cell), bound to Triton by _build_cell, per
+# dtype: DT is the data's dtype (a comparison's 0/1 takes it, as in torch); ONE/ZERO are numbers (combined with a
+# tensor they take its dtype, as a Python number does in torch).
 # fmt: off
-# DT is the data's dtype (the helpers are bound per dtype): a comparison's 0/1 takes it, as in torch.
 def _c_heav(u):
     return tl.where(u >= 0.0, 1.0, 0.0).to(DT)  # noqa: F821
 
