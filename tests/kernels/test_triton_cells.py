@@ -151,10 +151,10 @@ for ref, consts, grads, variants in json.loads(sys.argv[1]):
     for flags in variants:
         try:
             ptx = tk.cell_ptx(cell, torch.float32, get_surrogate("atan"), tuple(consts), tuple(grads), flags=flags)
-            res[f"{cell.name} flags={flags}"] = {k: [".entry cell_" + k in v, "div.full" in v or "div.approx" in v,
-                                                     "fma." in v] for k, v in ptx.items()}
+            res[f"{cell.name} {consts} flags={flags}"] = {
+                k: [".entry cell_" + k in v, "div.full" in v or "div.approx" in v, "fma." in v] for k, v in ptx.items()}
         except Exception as e:  # reported by the test, with the cell's name
-            res[f"{cell.name} flags={flags}"] = repr(e)[-2000:]
+            res[f"{cell.name} {consts} flags={flags}"] = repr(e)[-2000:]
 print(json.dumps(res))
 """
 
@@ -170,13 +170,14 @@ def test_triton_cells_compile_for_cuda():
     import sys
 
     todo = []
-    for j, name in enumerate(CELLS.list()):
+    for name in CELLS.list():
         cell = registered_cell(name)
-        ex = cell_examples(name, torch.float32)[0]
-        consts = [float(p) for n, p in zip(cell.params, ex.params) if n in cell.const_params]
         grads = [i for i, n in enumerate(cell.params) if n not in cell.no_grad_params]
-        # the flags switch code paths of the driver, the same for every cell: all off for one cell only
-        todo.append((_cell_ref(cell), consts, grads, [True, False] if j == 0 else [True]))
+        consts = {tuple(float(p) for n, p in zip(cell.params, ex.params) if n in cell.const_params)
+                  for ex in cell_examples(name, torch.float32)}  # each set of constants is its own kernel
+        for c in sorted(consts):
+            # the flags switch code paths of the driver, the same for every cell: all off for one cell only
+            todo.append((_cell_ref(cell), c, grads, [True, False] if not todo else [True]))
     env = {**os.environ, "TRITON_INTERPRET": "0"}
     proc = subprocess.run([sys.executable, "-c", _COMPILE, json.dumps(todo)], capture_output=True, text=True,
                           env=env, timeout=600)
