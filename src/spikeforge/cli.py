@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"spikeforge {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # an error that documents its own exit status (training stopped on NaN/inf: 3)
+        if not isinstance(getattr(e, "exit_status", None), int):
+            raise
+        print(f"spikeforge {args.command}: {e}", file=sys.stderr)
+        return e.exit_status
 
 
 if __name__ == "__main__":  # pragma: no cover

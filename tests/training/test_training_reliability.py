@@ -329,6 +329,18 @@ def test_eval_prints_its_result_when_the_folder_is_read_only(tmp_path, trained_r
     assert "test accuracy" in out.out and "could not save" in out.err and "Read-only" in out.err
 
 
+def test_divergence_inside_any_command_is_exit_3(tmp_path, trained_run, capsys, monkeypatch):
+    """quantize --qat-epochs trains too: a NaN there is the documented exit status 3, one line, not a traceback."""
+    from spikeforge.training import trainer
+
+    def diverge(*args, **kwargs):
+        raise TrainingDivergedError("training stopped: the loss became nan at epoch 1, step 0")
+
+    monkeypatch.setattr(trainer, "train", diverge)
+    assert main(["quantize", str(trained_run), "--bits", "4", "--qat-epochs", "1", "--out", str(tmp_path / "q")]) == 3
+    one_line_error(capsys, "spikeforge quantize: training stopped: the loss became nan")
+
+
 # ------------------------------------------------------------------------------------------- BN, DDP
 def test_warns_when_bn_statistics_come_from_few_batches(capsys):
     from spikeforge.training.trainer import BN_MIN_BATCHES, warn_few_bn_batches

@@ -46,7 +46,10 @@ from .runs import RunDir, code_version, default_run_name
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss, a gradient, a parameter or a buffer became NaN or infinite; the last good checkpoint is kept."""
+    """The loss, a gradient, a parameter or a buffer became NaN or infinite; the last good checkpoint is kept.
+    Every ``spikeforge`` command exits with status :attr:`exit_status` on it."""
+
+    exit_status = 3
 
 
 #: evaluating BatchNorm running statistics fed by fewer training batches than this prints a warning: with
