@@ -39,6 +39,7 @@ Example (needs a CUDA device and triton):
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -481,6 +482,7 @@ def _const_value(v: float):
     return int(v) if v.is_integer() else v
 
 
+@functools.lru_cache(maxsize=None)
 def vjp_reads_states(cell) -> bool:
     """Whether ``cell.vjp`` reads any of its state arguments (if not, the backward skips the replay)."""
     import dis
