@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 from . import __version__
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"spikeforge {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `spikeforge datasets | head`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 0
     except OSError as e:  # read-only folder, disk full, permission denied: one line naming the file
         where = f"{e.filename}: " if e.filename else ""
         print(f"spikeforge {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)

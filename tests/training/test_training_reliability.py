@@ -341,6 +341,19 @@ def test_divergence_inside_any_command_is_exit_3(tmp_path, trained_run, capsys, 
     one_line_error(capsys, "spikeforge quantize: training stopped: the loss became nan")
 
 
+def test_output_cut_by_a_pipe_is_not_an_error():
+    """`spikeforge datasets | head -1`: the reader leaving early is not an error (it printed 'Broken pipe')."""
+    import subprocess
+    import sys
+
+    code = "import sys; from spikeforge.cli import main; sys.exit(main(['datasets', '--details']))"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.readline()
+    p.stdout.close()  # the reader goes away while the command still prints
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0 and err == "", err
+
+
 # ------------------------------------------------------------------------------------------- BN, DDP
 def test_warns_when_bn_statistics_come_from_few_batches(capsys):
     from spikeforge.training.trainer import BN_MIN_BATCHES, warn_few_bn_batches
