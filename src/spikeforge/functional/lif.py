@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..kernels.cell import Cell, CellExample, register_cell, uniform
 from ..kernels.dispatch import check_backend_name, lif_family
 from ..surrogate import get_surrogate
 from ._checks import check_bool, check_number, check_seq, check_step, check_v_reset
@@ -41,6 +42,75 @@ class LIFState(NamedTuple):
     """Membrane potential after the last step, shape ``[B, ...]``."""
 
     v: torch.Tensor
+
+
+# fmt: off
+def lif_update(x, v, k, vth, vr, hard, decay_input, detach_reset):
+    # vr: v_reset for hard reset, 0 for soft reset (the decay pulls towards it); hard, decay_input and
+    # detach_reset are 0/1 flags, compiled in as constants (Cell.const_params)
+    if decay_input:
+        h = v + (x - (v - vr)) * k
+    else:
+        h = v - (v - vr) * k + x
+    s = spike(h - vth)  # noqa: F821  (names bound by spikeforge.kernels.cell)
+    sr = ste(s, s * ZERO) if detach_reset else s  # noqa: F821  (value s, no gradient through the reset)
+    if hard:
+        v1 = h * (ONE - sr) + vr * sr  # noqa: F821
+    else:
+        v1 = h - sr * vth
+    return s, v1
+
+
+def lif_update_vjp(gs, gv1, x, v, k, vth, vr, hard, decay_input, detach_reset, alpha):
+    if decay_input:
+        e = x - (v - vr)  # dh/dk
+        h = v + e * k
+    else:
+        e = ZERO - (v - vr)  # noqa: F821
+        h = v - (v - vr) * k + x
+    u = h - vth
+    s = heav(u)  # noqa: F821
+    d = dspike(u, alpha)  # noqa: F821
+    if hard:
+        gst = gs if detach_reset else gs + gv1 * (vr - h)
+        gh = gv1 * (ONE - s) + gst * d  # noqa: F821
+        gth = ZERO - gst * d  # noqa: F821
+        gvr = gv1 * s + gh * k
+    else:
+        gst = gs if detach_reset else gs - gv1 * vth
+        gh = gv1 + gst * d
+        gth = ZERO - gst * d - gv1 * s  # noqa: F821
+        gvr = gh * k
+    gx = gh * k if decay_input else gh
+    return gx, gh * (ONE - k), gh * e, gth, gvr, ZERO, ZERO, ZERO  # noqa: F821
+# fmt: on
+
+
+LIF_CELL = Cell("lif", lif_update, lif_update_vjp, states=("v",),
+                params=("k", "v_threshold", "v_reset", "hard", "decay_input", "detach_reset"),
+                no_grad_params=("hard", "decay_input", "detach_reset"),
+                const_params=("hard", "decay_input", "detach_reset"))
+
+
+def lif_params(k, v_threshold, v_reset, decay_input, detach_reset) -> tuple:
+    """The parameters of :data:`LIF_CELL` for the functional arguments (``v_reset=None``: soft reset)."""
+    hard = v_reset is not None
+    return (k, v_threshold, float(v_reset) if hard else 0.0, float(hard), float(bool(decay_input)),
+            float(bool(detach_reset)))
+
+
+@register_cell(LIF_CELL, help="IF / LIF / PLIF: leaky integrate-and-fire, hard or soft reset (k = 1/tau; IF: k = 0)")
+def _lif_examples(dtype, g):
+    T, B, C, M = 8, 2, 3, 5
+
+    def example(v_reset, decay_input, detach_reset, label):
+        params = lif_params(uniform(g, dtype, (C, 1), 0.25, 1.0, grad=True),
+                            uniform(g, dtype, (C, M), 0.6, 1.2, grad=True), v_reset, decay_input, detach_reset)
+        states = (uniform(g, dtype, (B, C, M), 0.0, 0.5),)
+        return CellExample(uniform(g, dtype, (T, B, C, M), 0.0, 2.0), states, params, label=label)
+
+    return (example(0.1, True, False, "hard reset, decay_input"),
+            example(None, False, True, "soft reset, no decay_input, detach_reset"))
 
 
 def _initial_state(x_seq, state, v_reset, name="state"):
