@@ -150,8 +150,9 @@ def kept_rows(section: str | None, title: str, replaced: set[str], header: str =
 
 
 def accuracy_table(methods, args, previous: str | None = None) -> str:
-    budget = [f"data.train_subset={args.train_subset}", f"data.test_subset={args.test_subset}", "data.eval_batch_size=32",
-              f"run.epochs={args.epochs}", "run.plots=false", "run.progress=false", f"run.device={args.device}"]
+    budget = [f"data.train_subset={args.train_subset}", f"data.test_subset={args.test_subset}",
+              "data.eval_batch_size=32", f"run.epochs={args.epochs}", "run.plots=false", "run.progress=false",
+              f"run.device={args.device}"]
     rows, baselines = [], {}
     for name in methods:
         config = method_config(name)

@@ -153,8 +153,9 @@ def _fashion_dir():
 @pytest.mark.timeout(2400)  # a run on busy cores passed the suite's 600 s limit
 @pytest.mark.skipif(_fashion_dir() is None, reason="Fashion-MNIST not found under $SPIKEFORGE_DATA")
 def test_noise_loses_far_less_accuracy_at_T_N_than_no_noise(tmp_path):
-    """Card check 1 (346-375 s measured on 2 shared cores): trained at T=1 on 5000 Fashion-MNIST images for 3 epochs, then
-    run at N=16 on 2000 test images; the drop from the T=1 network to N=16 is far smaller with sigma=0.3."""
+    """Card check 1 (346-375 s measured on 2 shared cores): trained at T=1 on 5000 Fashion-MNIST images for 3
+    epochs, then run at N=16 on 2000 test images; the drop from the T=1 network to N=16 is far smaller with
+    sigma=0.3."""
     drops = {}
     for sigma in (0.0, 0.3):
         cfg = TrainConfig.from_yaml(ROOT / "configs" / "methods" / "noise_single_step.yaml").override(
