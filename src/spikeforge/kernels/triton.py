@@ -24,8 +24,8 @@ Triton's ``/`` is ``div.full.f32``, within 2 ulp).  Only float32 and float64 are
 precision per op in float32 "opmath", which a fused kernel would not reproduce); ``auto`` sends half precision
 to the reference.  :func:`cell_ptx` compiles a cell's kernels for a CUDA target on a machine without a GPU.
 
-The LIF family still has hand-written kernels (``lif_fwd``/``lif_bwd``, :func:`lif_triton`), with the surrogate
-bound to ``tl`` by :func:`surrogate_fn`.
+The LIF family is a cell too (:data:`spikeforge.functional.lif.LIF_CELL`); :func:`lif_triton` runs it for
+:func:`spikeforge.kernels.dispatch.lif_family`.
 
 Tensors must be on a CUDA device; under ``TRITON_INTERPRET=1`` (Triton's interpreter) CPU tensors are accepted
 too, which is how the tests run without a GPU.  See docs/kernels.md.
