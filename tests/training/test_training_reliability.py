@@ -122,6 +122,30 @@ def test_nan_gradient_with_finite_loss_stops(tmp_path):
         train(TrainConfig().override(TINY), tmp_path / "r", verbose=False, model=NaNGradNet())
 
 
+class OverflowNet(torch.nn.Module):
+    """Finite (huge) weights whose output overflows float32 before it reaches a spiking layer."""
+
+    def __init__(self):
+        super().__init__()
+        from spikeforge.neurons import LIF
+
+        self.lin = torch.nn.Linear(64, 10)
+        self.lif = LIF()
+        with torch.no_grad():
+            self.lin.weight.fill_(1e38)
+
+    def forward(self, x):
+        h = self.lin(x.reshape(x.shape[0], -1))
+        return self.lif(h.unsqueeze(0).expand(2, -1, -1).contiguous())
+
+
+def test_overflowing_activations_stop_like_divergence(tmp_path):
+    """Not the misleading 'x_seq: ... pass finite input' (exit 2): the data was finite, the model overflowed."""
+    with pytest.raises(TrainingDivergedError, match=r"input of a spiking layer became nan or inf \(the batch was "
+                                                    r"finite: a layer's output overflowed\) at epoch 1, step 0"):
+        train(TrainConfig().override(TINY), tmp_path / "r", verbose=False, model=OverflowNet())
+
+
 def test_save_checkpoint_refuses_nonfinite_and_keeps_previous(tmp_path):
     net = torch.nn.Linear(2, 2)
     C.save_checkpoint(tmp_path / "last", net.state_dict(), None, {"epoch": 1})

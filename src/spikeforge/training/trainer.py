@@ -479,10 +479,16 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optim
                 g["lr"] = lr * g.get("lr_scale", 1.0)
             optimizer.zero_grad(set_to_none=True)
             # DDP averages gradients over processes; weight each shard so the result is the global mean
-            res = method.train_step(ddp_model, xb, yb, StepContext(
-                epoch=epoch, step=step, global_step=global_step, loss_fn=loss_fn,
-                loss_scale=local_n * ctx.world_size / global_n, autocast=lambda: autocast_context(cfg, device),
-                T=cfg.model.T, update=update_now))
+            try:
+                res = method.train_step(ddp_model, xb, yb, StepContext(
+                    epoch=epoch, step=step, global_step=global_step, loss_fn=loss_fn,
+                    loss_scale=local_n * ctx.world_size / global_n, autocast=lambda: autocast_context(cfg, device),
+                    T=cfg.model.T, update=update_now))
+            except ValueError as e:  # a neuron refusing NaN/inf input while the batch is finite: the model overflowed
+                if "NaN or inf" not in str(e) or not torch.isfinite(xb).all():
+                    raise
+                _diverged(run, "input of a spiking layer", "nan or inf (the batch was finite: a layer's output "
+                          "overflowed)", epoch, step, main)
             loss, out = res.loss, res.logits
             check = loss.detach().clone().view(1)
             D.all_reduce_sum(check, ctx)
