@@ -148,13 +148,15 @@ res = {}
 for ref, consts, grads, variants in json.loads(sys.argv[1]):
     mod, name = ref.split(":")
     cell = getattr(importlib.import_module(mod), name)
-    for flags in variants:
+    for dtype, flags in variants:
+        key = f"{cell.name} {consts} {dtype} flags={flags}"
         try:
-            ptx = tk.cell_ptx(cell, torch.float32, get_surrogate("atan"), tuple(consts), tuple(grads), flags=flags)
-            res[f"{cell.name} {consts} flags={flags}"] = {
-                k: [".entry cell_" + k in v, "div.full" in v or "div.approx" in v, "fma." in v] for k, v in ptx.items()}
+            ptx = tk.cell_ptx(cell, getattr(torch, dtype), get_surrogate("atan"), tuple(consts), tuple(grads),
+                              flags=flags)
+            res[key] = {k: [".entry cell_" + k in v, "div.full" in v or "div.approx" in v, "fma." in v]
+                        for k, v in ptx.items()}
         except Exception as e:  # reported by the test, with the cell's name
-            res[f"{cell.name} {consts} flags={flags}"] = repr(e)[-2000:]
+            res[key] = repr(e)[-2000:]
 print(json.dumps(res))
 """
 
@@ -162,9 +164,9 @@ print(json.dumps(res))
 def test_triton_cells_compile_for_cuda():
     """The generated kernels of every registered cell go through Triton's compiler to PTX for sm_90 (no GPU
     needed), which the interpreter never does (it runs code the compiler rejects, e.g. a loop value that changes
-    type, or a helper without a module name), with every compile-time flag on (and, for one cell, off).  The
-    forward divides in float32 as torch does (`div.rn`, not Triton's default `div.full`) and nothing is contracted
-    into an FMA, so spikes on the GPU are those of the reference."""
+    type, or a helper without a module name), in float32 with every compile-time flag on (and, for one cell,
+    off, and in float64).  The forward divides in float32 as torch does (`div.rn`, not Triton's default
+    `div.full`) and nothing is contracted into an FMA, so spikes on the GPU are those of the reference."""
     import json
     import subprocess
     import sys
@@ -176,14 +178,16 @@ def test_triton_cells_compile_for_cuda():
         consts = {tuple(float(p) for n, p in zip(cell.params, ex.params) if n in cell.const_params)
                   for ex in cell_examples(name, torch.float32)}  # each set of constants is its own kernel
         for c in sorted(consts):
-            # the flags switch code paths of the driver, the same for every cell: all off for one cell only
-            todo.append((_cell_ref(cell), c, grads, [True, False] if not todo else [True]))
+            # float32 with every flag on; the flags (code paths of the driver, the same for every cell) all off and
+            # float64 for one cell only
+            variants = [("float32", True)] + ([] if todo else [("float32", False), ("float64", True)])
+            todo.append((_cell_ref(cell), c, grads, variants))
     env = {**os.environ, "TRITON_INTERPRET": "0"}
     proc = subprocess.run([sys.executable, "-c", _COMPILE, json.dumps(todo)], capture_output=True, text=True,
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(res) == len(todo) + 1
+    assert len(res) == len(todo) + 2
     for key, r in res.items():
         assert isinstance(r, dict), f"{key}: {r}"
         for k, (entry, approx_div, fma) in r.items():
