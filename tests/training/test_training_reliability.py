@@ -370,7 +370,9 @@ def test_output_cut_by_a_pipe_is_not_an_error():
     import subprocess
     import sys
 
-    code = "import sys; from spikeforge.cli import main; sys.exit(main(['datasets', '--details']))"
+    code = ("import sys; import spikeforge.data.cli as d; from spikeforge.cli import main\n"
+            "d.run = lambda args: [print('x' * 99) for _ in range(20000)] and 0  # 2 MB: more than a pipe holds\n"
+            "sys.exit(main(['datasets']))")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdout.readline()
     p.stdout.close()  # the reader goes away while the command still prints
