@@ -355,12 +355,12 @@ def _namespace(dtype: torch.dtype, surrogate: Surrogate) -> dict:
           "ONE": const(1.0), "ZERO": const(0.0), "PI": const(math.pi), "SQRT_PI": const(math.sqrt(math.pi)),
           "ALPHA": const(float(surrogate.alpha)), "const": const}
     ns["_div"] = triton.jit(bind(_c_div_rn if dtype == torch.float32 else _c_div, ns))
-    # the surrogate's derivative reads exp/absf/relu/step/PI
-    sg_ns = {**ns, "exp": triton.jit(bind(_c_exp, ns)), "absf": triton.jit(bind(_c_abs, ns))}
+    # exp/absf/relu/step/PI: the names of a surrogate derivative (spikeforge.surrogate), which a vjp may use too
+    ns["exp"] = triton.jit(bind(_c_exp, ns))
+    ns["absf"] = triton.jit(bind(_c_abs, ns))
     for name, fn in _C_HELPERS:
         ns[name] = triton.jit(bind(fn, ns))
-    sg_ns.update(relu=ns["relu"], step=ns["step"])
-    ns["dspike"] = triton.jit(bind(surrogate.grad_source, sg_ns))
+    ns["dspike"] = triton.jit(bind(surrogate.grad_source, ns))
     ns["mspike"] = triton.jit(bind(_c_mspike, ns))
     ns["dmspike"] = triton.jit(bind(_c_dmspike, ns))
     return ns
