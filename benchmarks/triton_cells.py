@@ -106,7 +106,8 @@ def main(argv=None) -> int:
         "|---|---|---|---:|---:|---:|",
     ]
     for name, label, shape, tt, tr in rows:
-        lines.append(f"| {name} | {label or '—'} | {list(shape)} | {tt * 1e3:.2f} | {tr * 1e3:.2f} | {tr / tt:.1f}x |")
+        lines.append(f"| {name} | {label or '—'} | {list(shape)} | {tt * 1e3:.2f} | {tr * 1e3:.2f} "
+                     f"| {tr / tt:.1f}x |")
     write_section("triton_cells", "\n".join(lines))
     return 0
 
