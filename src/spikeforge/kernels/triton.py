@@ -8,10 +8,11 @@ surrogate: ``dspike`` is the surrogate's own derivative source, ``ONE``/``ZERO``
 ``tl.constexpr`` numbers (combined with a tensor they take its dtype, as a Python number does in torch).
 
 - One program per block of ``BLOCK`` neurons, sequential in time.  The forward writes the outputs (and the first
-  state after every step with ``record``) and saves only ``x`` and the initial states.
-- The backward replays the forward of its block, storing the states entering every step in a ``[T, S, N]``
-  buffer in global memory (allocated by the backward, freed after it; skipped when the vjp reads no state), then
-  runs the vjp in reverse time.
+  state after every step with ``record``) and saves only ``x`` (one row when it is repeated over time, stride 0),
+  the initial states and the parameter tables.
+- The backward replays the forward of its block, storing the states entering every step (the first state in the
+  gradient buffer of ``x``, which the reverse sweep overwrites row by row, the others in a ``[T, S - 1, N]``
+  buffer allocated by the backward; no replay when the vjp reads no state), then runs the vjp in reverse time.
 - Parameters are tables (:func:`_table`): neuron ``n`` at step ``t`` reads ``table[t * Q + (n // inner) % Q]``,
   so a shared, per-channel or per-neuron value needs no ``[N]``-sized copy; ``Cell.seq_params`` may have one row
   per step; ``Cell.const_params`` are compiled in as ``tl.constexpr`` (an integral value as an integer, so a
@@ -71,8 +72,7 @@ def _compile_opts() -> dict:
     return {} if _interpret() else {"enable_fp_fusion": False}
 
 
-
-# --- the generic Cell driver -----------------------------------------------------------------------------
+# --- helpers ---------------------------------------------------------------------------------------------
 # The helper names a Cell's step and vjp use (see spikeforge.kernels.cell), bound to Triton by _build_cell, per
 # dtype: DT is the data's dtype (a comparison's 0/1 takes it, as in torch); ONE/ZERO are numbers (combined with a
 # tensor they take its dtype, as a Python number does in torch).
