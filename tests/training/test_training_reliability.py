@@ -191,6 +191,22 @@ def test_resume_no_progress_turns_off_a_stored_progress_bar(tmp_path, trained_ru
     assert seen == [False, True]
 
 
+def test_resume_keeps_metrics_after_a_corrupt_middle_line(tmp_path, trained_run, capsys):
+    """Only a torn last line (a crash mid-write) is dropped; a damaged earlier line must not make --resume
+    truncate every record after it."""
+    run = _copy(trained_run, tmp_path)
+    good = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text('{"epoch": 0, "train_lo\x00ss"\n' + good + '{"epoch": 2, "tr')
+    assert [r["epoch"] for r in RunDir(run).read_metrics(strict=False)] == [1]
+    before = (run / "metrics.jsonl").read_bytes()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+    one_line_error(capsys, f"{run / 'metrics.jsonl'}: line 1 is not valid JSON")
+    assert (run / "metrics.jsonl").read_bytes() == before
+    (run / "metrics.jsonl").write_text(good + '{"epoch": 2, "tr')  # torn last line only: dropped, resume goes on
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    assert [r["epoch"] for r in RunDir(run).read_metrics()] == [1, 2]
+
+
 def _rewrite_meta(path, **changes):
     """Rewrite a checkpoint's metadata fields, keeping its tensors (so the digest still matches)."""
     from safetensors.torch import save

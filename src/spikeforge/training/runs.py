@@ -160,16 +160,25 @@ class RunDir:
                 raise OSError(e.errno, e.strerror, str(self.metrics_path)) from None
             raise
 
-    def read_metrics(self) -> list[dict]:
-        """Every complete record; a torn last line (a crash mid-write) is ignored."""
+    def read_metrics(self, strict: bool = True) -> list[dict]:
+        """Every complete record. A torn last line (a crash mid-write) is ignored; a damaged earlier line is a
+        ``ValueError`` naming the file and line (so nothing is truncated after it), or skipped when not ``strict``."""
         if not self.metrics_path.is_file():
             return []
+        lines = self.metrics_path.read_text(errors="replace").splitlines()
         out = []
-        for line in self.metrics_path.read_text().splitlines():
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except json.JSONDecodeError:
-                break
+                rec = None
+            if isinstance(rec, dict):
+                out.append(rec)
+            elif strict and i < len(lines):
+                raise ValueError(f"{self.metrics_path}: line {i} is not valid JSON (a damaged epoch record); repair "
+                                 "or delete that line (the file was left as it is)")
         return out
 
     def truncate_metrics(self, epochs_done: int) -> list[dict]:

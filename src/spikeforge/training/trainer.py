@@ -404,7 +404,7 @@ def _train(cfg, run_dir, opened, force, data_dir, model, verbose, ctx, t_start, 
                      start_epoch, start_step, global_step, best_acc, best_epoch, partial, verbose, t_start)
     except BaseException as e:
         if main and not resume and not isinstance(e, KeyboardInterrupt) and not checkpoint_exists(run.last) \
-                and not run.read_metrics():
+                and not run.read_metrics(strict=False):
             # a failed start: remove the folder this call created (it holds only what this call wrote); an
             # interrupted run keeps it, since the CLI tells the user to --resume it
             import shutil
