@@ -240,6 +240,20 @@ def test_flipped_tensor_bytes_are_detected(tmp_path, trained_run, capsys):
     one_line_error(capsys, str(st), "corrupt")
 
 
+@pytest.mark.parametrize("old,new", [(b'\\"epoch\\": 1', b'\\"epoch\\": 7'),  # JSON inside the JSON header
+                                     (b'tensor_sha256', b'tensor_sha257')])
+def test_flipped_metadata_bytes_are_detected(tmp_path, trained_run, old, new):
+    """The metadata (epoch, RNG state, the tensor digest itself) is checked too: a changed byte there is no
+    silently different resume."""
+    run = _copy(trained_run, tmp_path)
+    st = run / "checkpoints" / "last.safetensors"
+    data = st.read_bytes()
+    assert data.count(old) == 1 and len(old) == len(new)
+    st.write_bytes(data.replace(old, new))
+    with pytest.raises(ValueError, match=f"^{st}: .*metadata does not match its SHA-256 digest"):
+        C.load_checkpoint(run / "checkpoints" / "last")
+
+
 @pytest.mark.parametrize("cut", [8, 200, -30])
 def test_truncated_checkpoint_names_the_file(tmp_path, trained_run, cut):
     run = _copy(trained_run, tmp_path)

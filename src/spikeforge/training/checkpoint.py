@@ -7,8 +7,9 @@ optimiser's non-tensor state, RNG state, metric history), so it is self-containe
 single commit point; ``<path>.json`` is a readable copy written after it.
 
 Integrity: the metadata carries a SHA-256 digest of every tensor (name, dtype, shape and bytes, in name
-order), verified by :func:`load_checkpoint`, so flipped bytes in the tensor data are an error naming the
-file instead of a silently different model. A checkpoint is never written with a NaN or infinite value in
+order) and the header a SHA-256 digest of the metadata text, both verified by :func:`load_checkpoint`, so
+flipped bytes in the tensor data or the metadata (epoch, RNG state, the digest itself) are an error naming
+the file instead of a silently different model or resume. A checkpoint is never written with a NaN or infinite value in
 a floating-point tensor: :func:`save_checkpoint` raises :class:`NonFiniteCheckpointError` instead, so the
 file on disk stays the last good one.
 
@@ -38,6 +39,11 @@ import numpy as np
 import torch
 
 FORMAT = "spikeforge-checkpoint/1"
+META_DIGEST_KEY = "spikeforge_sha256"  # header entry: SHA-256 of the metadata text (absent in older checkpoints)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class NonFiniteCheckpointError(ValueError):
@@ -213,7 +219,7 @@ def save_checkpoint(path, model_state: dict, optim_state: dict | None, meta: dic
     full["tensor_sha256"] = tensor_digest(tensors)
     meta_text = json.dumps(full)
     st_path = path.with_name(path.name + ".safetensors")
-    _atomic_write(st_path, save(tensors, metadata={"spikeforge": meta_text}))
+    _atomic_write(st_path, save(tensors, metadata={"spikeforge": meta_text, META_DIGEST_KEY: _sha256(meta_text)}))
     atomic_write_text(path.with_name(path.name + ".json"), json.dumps(full, indent=1) + "\n")
     return st_path
 
@@ -247,6 +253,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise ValueError(f"{st_path}: not a readable checkpoint (truncated or corrupt: {reason})") from None
     if "spikeforge" not in header:
         raise ValueError(f"{st_path}: not a spikeforge checkpoint (no 'spikeforge' metadata in the header)")
+    if META_DIGEST_KEY in header and header[META_DIGEST_KEY] != _sha256(header["spikeforge"]):
+        raise ValueError(f"{st_path}: the checkpoint's metadata does not match its SHA-256 digest (the file is "
+                         "corrupt); use another checkpoint of the run or retrain")
     try:
         meta = json.loads(header["spikeforge"])
     except ValueError:
