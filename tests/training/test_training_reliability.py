@@ -373,6 +373,23 @@ def test_read_only_folder_names_the_file_not_its_temporary(tmp_path, monkeypatch
     assert e.value.filename == str(tmp_path / "config.yaml") and e.value.errno == errno.EROFS
 
 
+def test_plots_on_a_full_disk_name_the_file_and_keep_the_finished_run(tmp_path, capsys, monkeypatch):
+    """matplotlib's write error names no file. A run whose training finished is not failed by its report: a
+    warning names the plot and the command that redraws it."""
+    from matplotlib.figure import Figure
+
+    def full(self, path, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    assert main(cli(tmp_path, "run.plots=true")) == 0
+    err = capsys.readouterr().err
+    assert f"could not write the report: {tmp_path / 'r' / 'plots'}" in err and "spikeforge report" in err, err
+    assert (tmp_path / "r" / "summary.json").is_file()
+    assert main(["report", str(tmp_path / "r")]) == 2
+    one_line_error(capsys, str(tmp_path / "r" / "plots" / "curves.png"), "No space left on device")
+
+
 def test_eval_prints_its_result_when_the_folder_is_read_only(tmp_path, trained_run, capsys, monkeypatch):
     def read_only(self, name, obj):
         raise OSError(errno.EROFS, "Read-only file system", str(self.path / name))

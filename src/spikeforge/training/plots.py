@@ -30,6 +30,16 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path) -> None:
+    """``fig.savefig(path)`` and close it; a failed write names ``path`` (matplotlib's error names no file)."""
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    finally:
+        plt.close(fig)
+
+
 def plot_curves(records: list[dict], path) -> Path:
     plt = _plt()
     ep = [r["epoch"] for r in records]
@@ -42,8 +52,7 @@ def plot_curves(records: list[dict], path) -> Path:
     b.plot(ep, [100 * r["test_acc"] for r in records], "s-", label="test")
     b.set_xlabel("epoch"), b.set_ylabel("accuracy (%)"), b.legend(), b.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return Path(path)
 
 
@@ -56,8 +65,7 @@ def plot_latency(acc_per_step: list[float], path) -> Path:
     ax.set_xticks(t)
     ax.set_title("accuracy vs time step")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return Path(path)
 
 
@@ -70,8 +78,7 @@ def plot_firing_rates(rates: dict[str, float], path) -> Path:
     ax.set_ylabel("mean firing rate (spikes / neuron / step)"), ax.set_xlabel("layer")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return Path(path)
 
 
@@ -118,6 +125,5 @@ def plot_raster(spikes: dict[str, torch.Tensor], path, max_neurons: int = 256) -
         ax.set_xlabel("time step"), ax.set_title(f"{name} ({s.shape[1]} neurons)", fontsize=9)
     axes[0][0].set_ylabel("neuron")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return Path(path)

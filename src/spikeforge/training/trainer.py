@@ -583,7 +583,11 @@ def _loop(cfg, run, resume, ctx, device, main, log, arrays, model, method, optim
         if cfg.run.plots:
             from .report import write_report
 
-            write_report(run, arrays=arrays, model=net, device=device)
+            try:
+                write_report(run, arrays=arrays, model=net, device=device)
+            except OSError as e:  # a full or read-only disk: the finished run stands; the report can be redrawn
+                print(f"spikeforge: warning: could not write the report: {e.filename}: {e.strerror or e}; "
+                      f"free space and run `spikeforge report {run.path}`", file=sys.stderr)
         log(f"done: test accuracy {100 * final['test_acc']:.2f}% (best {100 * best_acc:.2f}% at epoch {best_epoch})"
             f" · {total_train:.1f} s training · {final['spikes_per_sample']:,.0f} spikes/sample · "
             f"{final['samples_per_s']:,.0f} samples/s · {run.path}")
