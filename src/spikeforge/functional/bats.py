@@ -97,6 +97,8 @@ def check_spike_times(t: torch.Tensor, name: str = "t_in") -> None:
         hint = " (a [T, B, ...] spike train? BATS layers take spike times, not a time grid)" if t.dim() > 3 else ""
         raise ValueError(f"{name}: expected spike times [B, N, S] (S spikes per neuron, +inf padding), got shape "
                          f"{tuple(t.shape)}{hint}")
+    if torch.compiler.is_compiling():  # values are data: checked in eager runs only
+        return
     d = t.detach()
     bad = torch.isnan(d) | (d < 0)  # -inf is < 0
     if bool(bad.any()):
@@ -268,8 +270,11 @@ def bats_layer(t_in: torch.Tensor, weight: torch.Tensor, tau_s: float, theta: fl
         if v.device.type != "cpu":
             raise ValueError(f"{name}: on {v.device}; the BATS kernels are CPU-only (numba): move the model and "
                              "data to the CPU (run.device=cpu)")
-    times, counts, dropped = BATSLayerFn.apply(t_in, weight, float(tau_s), float(theta), float(delta_theta),
-                                               float(t_max), int(max_spikes))
+    fn = BATSLayerFn.apply
+    if torch.compiler.is_compiling():  # numba cannot be traced: the same kernels as opaque operators
+        from ..kernels.ops import bats_layer_op as fn
+    times, counts, dropped = fn(t_in, weight, float(tau_s), float(theta), float(delta_theta), float(t_max),
+                                int(max_spikes))
     return BATSOutput(times, counts, dropped)
 
 

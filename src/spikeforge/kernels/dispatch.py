@@ -69,7 +69,7 @@ def lif_family(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate
     if name == "reference":
         from .reference import lif_reference
 
-        if check and not bool(torch.isfinite(x_seq.detach()).all()):
+        if check and not torch.compiler.is_compiling() and not bool(torch.isfinite(x_seq.detach()).all()):
             raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
         return lif_reference(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v)
     # triton
@@ -133,7 +133,7 @@ def run_cell(cell: Cell, x_seq: torch.Tensor, states=None, params=(), surrogate=
                    for n, p in zip(cell.params, params))
     name = resolve_cell_backend(backend, x_seq)
     if name == "reference":
-        if check and not bool(torch.isfinite(x_seq).all()):
+        if check and not torch.compiler.is_compiling() and not bool(torch.isfinite(x_seq).all()):
             raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
         # floats as tensors of x's dtype, so each op rounds like the fused kernels (a Python float would be
         # combined with other floats in float64 first)
@@ -160,9 +160,13 @@ def run_cell(cell: Cell, x_seq: torch.Tensor, states=None, params=(), surrogate=
         states = tuple(permute_step(s, order) for s in states)
         params = tuple(permute_seq(p, order) if n in cell.seq_params and torch.is_tensor(p) else permute_step(p, order)
                        for n, p in zip(cell.params, params))
-    from .fused import FusedCellFn
+    if torch.compiler.is_compiling():  # numba cannot be traced: the same kernels as opaque operators (ops.py)
+        from .ops import cell_op as fused
+    else:
+        from .fused import FusedCellFn
 
-    res = FusedCellFn.apply(cell, sg, record, check, x_seq, *states, *params)
+        fused = FusedCellFn.apply
+    res = fused(cell, sg, record, check, x_seq, *states, *params)
     out, vseq, final = res[0], res[1], tuple(res[2:])
     if order is not None:
         out, vseq = permute_seq(out, order, inverse=True), permute_seq(vseq, order, inverse=True) if record else vseq

@@ -163,7 +163,10 @@ def nif_spike_time_numba(z_in: torch.Tensor, weight: torch.Tensor, bias_weight: 
     M = weight.shape[0]
     bw = torch.zeros(M, dtype=weight.dtype) if bias_weight is None else bias_weight
     lead = z_in.shape[:-1]
-    out = NIFSpikeTimeFn.apply(z_in.reshape(-1, z_in.shape[-1]), weight, bw, float(theta))
+    fn = NIFSpikeTimeFn.apply
+    if torch.compiler.is_compiling():  # numba cannot be traced: the same kernels as opaque operators
+        from .ops import nif_spike_time_op as fn
+    out = fn(z_in.reshape(-1, z_in.shape[-1]), weight, bw, float(theta))
     return out.reshape(*lead, M)
 
 

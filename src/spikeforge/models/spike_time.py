@@ -87,7 +87,7 @@ class SpikeTimeModel(nn.Module):
             raise ValueError(f"x: expected spatial size {self.input_size}x{self.input_size} (input_size), got "
                              f"{tuple(x.shape[-2:])}")
         d = x.detach()
-        if x.numel() and (bool((d < 0).any()) or bool((d > 1).any()) or not bool(torch.isfinite(d).all())):
+        if x.numel() and not torch.compiler.is_compiling() and (bool((d < 0).any()) or bool((d > 1).any()) or not bool(torch.isfinite(d).all())):
             raise ValueError(f"x: {self.registered_name} codes pixel intensities in [0, 1] as spike times, got values "
                              f"in [{d.min().item():g}, {d.max().item():g}]; train with data.normalize=false")
         return x
