@@ -122,6 +122,32 @@ def test_nan_gradient_with_finite_loss_stops(tmp_path):
         train(TrainConfig().override(TINY), tmp_path / "r", verbose=False, model=NaNGradNet())
 
 
+class LateNaNGradNet(NaNGradNet):
+    """Finite gradients for the first 3 steps, NaN from then on."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        y = self.lin(x.reshape(x.shape[0], -1))
+        y = _NaNGrad.apply(y) if self.calls > 3 else y
+        return y.unsqueeze(0).expand(2, -1, -1)
+
+
+def test_divergence_after_a_checkpoint_names_it_and_how_to_go_on(tmp_path):
+    """--resume would replay the same config into the same NaN: the message names the kept checkpoint and the
+    command that starts a new run from it with other settings."""
+    with pytest.raises(TrainingDivergedError) as e:
+        train(TrainConfig().override(TINY + ["run.checkpoint_every_steps=1"]), tmp_path / "r", verbose=False,
+              model=LateNaNGradNet())
+    last = tmp_path / "r" / "checkpoints" / "last.safetensors"
+    assert f"epoch 1, step 3; the last good checkpoint is kept at {last}" in str(e.value)
+    assert f"spikeforge train --init-from {last} --set optim.lr=" in str(e.value)
+    assert C.load_checkpoint(last)["meta"]["step_in_epoch"] == 3
+
+
 class OverflowNet(torch.nn.Module):
     """Finite (huge) weights whose output overflows float32 before it reaches a spiking layer."""
 

@@ -628,6 +628,8 @@ def _diverged(run: RunDir, what: str, value, epoch: int, step: int, main: bool):
     last = f"{run.last}.safetensors"
     kept = f"the last good checkpoint is kept at {last}" if Path(last).is_file() else \
         "no checkpoint had been written yet"
+    fix = "Lower optim.lr, set optim.grad_clip, or check the input data"
+    if Path(last).is_file():  # --resume would replay the same config into the same NaN
+        fix += f" (a new run starts from that checkpoint: spikeforge train --init-from {last} --set optim.lr=...)"
     raise TrainingDivergedError(
-        f"training stopped: the {what} became {value} at epoch {epoch}, step {step}; {kept}. "
-        "Lower optim.lr, set optim.grad_clip, or check the input data.")
+        f"training stopped: the {what} became {value} at epoch {epoch}, step {step}; {kept}. {fix}.")
