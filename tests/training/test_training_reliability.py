@@ -508,6 +508,16 @@ def test_huge_but_finite_weights_are_not_divergence():
         _check_finite(torch.zeros(0), list(net.parameters()), D.DistContext(), RunDir("x"), 1, 0, True, net)
 
 
+@pytest.mark.parametrize("setting,needle", [
+    ("model.neuron_kwargs.v_threshold=-1", "model.neuron_kwargs.v_threshold: got -1; allowed: > 0.0"),
+    ("model.kwargs.hidden=-3", "model.kwargs: model 'convnet' cannot be built with "),
+])
+def test_model_and_neuron_values_out_of_range_name_the_config_key(tmp_path, capsys, setting, needle):
+    assert main(cli(tmp_path, setting)) == 2
+    one_line_error(capsys, needle, setting.split(".")[-1].split("=")[0])
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("key", ["T", "neuron", "num_classes"])
 def test_model_kwargs_cannot_set_what_the_config_sets(tmp_path, capsys, key):
     assert main(cli(tmp_path, f"model.kwargs.{key}=8")) == 2

@@ -31,8 +31,20 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 1, neuron:
         raise ValueError(f"model.neuron_kwargs: expected a mapping, got {neuron_kwargs!r}")
     MODELS.check_kwargs(name, kwargs, "model.kwargs", exclude=_SET_BY_CREATE_MODEL)
     NEURONS.check_kwargs(neuron, neuron_kwargs or {}, "model.neuron_kwargs")
-    model = MODELS.create(name, num_classes=num_classes, in_channels=in_channels, neuron=neuron,
-                          neuron_kwargs=neuron_kwargs, T=T, **kwargs)
+    try:
+        model = MODELS.create(name, num_classes=num_classes, in_channels=in_channels, neuron=neuron,
+                              neuron_kwargs=neuron_kwargs, T=T, **kwargs)
+    except ValueError as e:  # a value the model or neuron refuses ("v_threshold: got -1; ..."): name the config key
+        msg = str(e)
+        for section, given in (("model.neuron_kwargs", neuron_kwargs or {}), ("model.kwargs", kwargs)):
+            key = next((k for k in given if msg.startswith(f"{k}:")), None)
+            if key is not None:
+                raise ValueError(f"{section}.{msg}") from e
+        raise
+    except (RuntimeError, TypeError) as e:  # e.g. a negative size reaching a torch layer
+        given = ", ".join(f"{k}={v!r}" for k, v in {**kwargs, **(neuron_kwargs or {})}.items()) or "its defaults"
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"model.kwargs: model {name!r} cannot be built with {given} ({first})") from e
     if channels_last is not None:
         model.channels_last = channels_last
     return model
