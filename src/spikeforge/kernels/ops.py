@@ -197,6 +197,9 @@ class _Saved:
     def mark_non_differentiable(self, *tensors):
         pass
 
+    def set_materialize_grads(self, value):
+        pass
+
 
 def _cell_params(params_t, params_f):
     """The cell's parameters from the operators' arguments: ``params_f`` holds every parameter as a float, and
