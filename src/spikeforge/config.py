@@ -344,7 +344,9 @@ class TrainConfig:
             raise FileNotFoundError(f"config file {str(path)!r} does not exist")
         try:
             with open(path) as f:
-                d = yaml.safe_load(f) or {}
+                d = yaml.load(f, Loader=_unique_key_loader()) or {}
+        except _DuplicateKey as e:
+            raise ValueError(f"{path}: {e}; keep one") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -417,6 +419,31 @@ def _coerce(sec_cls, key, value, section):
     if t is tuple and isinstance(value, list):
         return tuple(value)
     return value
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_key_loader():
+    """A safe YAML loader that refuses a mapping with the same key twice (plain YAML keeps the last one)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(f"key {key!r} appears twice (lines {seen[key]} and {line})")
+                    seen[key] = line
+                except TypeError:  # an unhashable key: SafeLoader reports it
+                    continue
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
 
 
 def load_config(path=None, overrides: list[str] | None = None) -> TrainConfig:

@@ -73,3 +73,14 @@ def test_shipped_configs_load_and_round_trip(path):
 def test_set_needs_key_value():
     with pytest.raises(ValueError, match="section.key=value"):
         TrainConfig().override(["optim.lr"])
+
+
+def test_duplicate_yaml_key_is_refused_naming_it(tmp_path):
+    """YAML keeps the last of two equal keys silently; a config where `run:` appears twice would lose the first."""
+    p = tmp_path / "dup.yaml"
+    p.write_text("run:\n  epochs: 1\noptim:\n  lr: 0.1\nrun:\n  seed: 3\n")
+    with pytest.raises(ValueError, match=r"dup\.yaml: key 'run' appears twice \(lines 1 and 5\)"):
+        TrainConfig.from_yaml(p)
+    p.write_text("run:\n  epochs: 1\n  epochs: 2\n")
+    with pytest.raises(ValueError, match=r"key 'epochs' appears twice \(lines 2 and 3\)"):
+        TrainConfig.from_yaml(p)
