@@ -1,14 +1,12 @@
-"""Every registered cell (spikeforge.kernels.cell.CELLS) on every available backend equals the reference loop on
+"""Every registered cell (spikeforge.kernels.cell.CELLS) on the fused CPU backend equals the reference loop on
 its declared examples: identical outputs, final states and recorded states, and gradients of x, the initial states
 and every parameter that requires one within 1e-5 relative.  Generated from the registry: no hand-kept list.
 
 ``cpu`` (the generated numba driver) runs each example in float64 as declared (per-channel parameters make runs of
 a few neurons: the kernels read parameter rows) and in float32 widened to ``N_SEG`` neurons per channel (runs of at
 least ``fused.SEG_MIN``: segment mode, scalar parameters per run), so each dtype compiles one mode and both modes
-are checked for every cell.  ``triton`` (the generated Triton driver) runs under Triton's CPU interpreter
-(TRITON_INTERPRET=1) in float32; tests/kernels/test_triton_cells.py adds float64 and the PTX compile."""
-
-import importlib.util
+are checked for every cell.  ``triton`` (the generated Triton driver) is checked on the same registry and examples,
+under Triton's CPU interpreter, in float32 and float64, by tests/kernels/test_triton_cells.py."""
 
 import pytest
 import torch
@@ -20,8 +18,6 @@ from spikeforge.kernels.dispatch import run_cell
 
 N_SEG = 100  # neurons per channel in the float32 runs of the cpu backend: segment mode
 BACKENDS = [("cpu", torch.float64), ("cpu", torch.float32)]
-if importlib.util.find_spec("triton") is not None:
-    BACKENDS.append(("triton", torch.float32))
 
 
 def _widen(ex: CellExample, n: int) -> CellExample:
@@ -79,30 +75,23 @@ def _segment_expected(cell, ex: CellExample) -> bool:
 @pytest.mark.parametrize("name", CELLS.list())
 def test_backend_equals_reference(name, backend, dtype, monkeypatch):
     cell = registered_cell(name)
-    modes = []
-    if backend == "cpu":
-        import spikeforge.kernels.fused as fused
+    import spikeforge.kernels.fused as fused
 
-        seg_mode = fused._segment_mode
-        monkeypatch.setattr(fused, "_segment_mode", lambda tabs, itemsize: modes.append(seg_mode(tabs, itemsize))
-                            or modes[-1])
-    else:
-        monkeypatch.setenv("TRITON_INTERPRET", "1")  # read when a kernel is built: CPU tensors, interpreted
+    modes = []
+    seg_mode = fused._segment_mode
+    monkeypatch.setattr(fused, "_segment_mode", lambda tabs, itemsize: modes.append(seg_mode(tabs, itemsize))
+                        or modes[-1])
     for ex in cell_examples(name, dtype):
-        if backend == "cpu" and dtype == torch.float32:
+        if dtype == torch.float32:
             ex = _widen(ex, N_SEG)
         what = f"cell {name!r}{f' ({ex.label})' if ex.label else ''}, backend {backend!r}, {dtype}"
         modes.clear()
         o1, st1, v1, g1 = _run(cell, ex, backend, dtype)
-        if backend == "cpu":
-            assert modes and all(m[0] == _segment_expected(cell, ex) for m in modes), (what, modes)
+        assert modes and all(m[0] == _segment_expected(cell, ex) for m in modes), (what, modes)
         o2, st2, v2, g2 = _run(cell, ex, "reference", dtype)
         assert torch.equal(o1, o2), f"{what}: outputs differ"
         for n, a, b in zip(("v_seq", *cell.states), (v1, *st1), (v2, *st2)):
-            if backend == "cpu":
-                assert torch.equal(a, b), f"{what}: state {n} differs"
-            else:
-                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item(), msg=f"{what}: {n}")
+            assert torch.equal(a, b), f"{what}: state {n} differs"
         assert g1.keys() == g2.keys()
         for k in g2:
             atol = 1e-5 * max(g2[k].abs().max().item(), 1e-30)
