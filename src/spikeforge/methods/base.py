@@ -81,7 +81,7 @@ class Method(abc.ABC):
     """Base class: pass-through defaults for every hook but :meth:`train_step`."""
 
     name: str = ""
-    card: str | None = None  # the method card (``shared/methods/<card>``) it implements
+    card: str | None = None  # the name of the method card it implements (the paper summary it follows)
     Config: type = NoOptions
 
     def __init__(self, config=None):
