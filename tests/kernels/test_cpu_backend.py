@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from spikeforge.kernels import cpu
+from spikeforge.kernels import cpu, runtime
 from spikeforge.kernels.reference import lif_reference
 from spikeforge.surrogate import Surrogate, get_surrogate
 
@@ -44,10 +44,10 @@ def test_streaming_stores_match_reference(monkeypatch, dtype):
 
 def test_pool_buffers_are_64_byte_aligned():
     for n in (1 << 18, (1 << 18) + 3):
-        t = cpu._POOL.empty((n,), torch.float32)
+        t = runtime.POOL.empty((n,), torch.float32)
         assert t.data_ptr() % 64 == 0 and t.numel() == n
         del t
-        t = cpu._POOL.empty((n,), torch.float32)  # reused from the pool: still aligned
+        t = runtime.POOL.empty((n,), torch.float32)  # reused from the pool: still aligned
         assert t.data_ptr() % 64 == 0
 
 

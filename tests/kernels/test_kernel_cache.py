@@ -8,19 +8,19 @@ import subprocess
 import sys
 import time
 
-from spikeforge.kernels import _codegen
+from spikeforge.kernels import runtime
 
 TAMPER = "\nimport builtins; builtins.SPIKEFORGE_TAMPERED = True\nraise RuntimeError('tampered module ran')\n"
 
 
 def test_tampered_module_is_rewritten_and_never_run(tmp_path):
     text = "X = 41 + 1\n"
-    mod = _codegen.load_generated(tmp_path, "t", text, "sf_test_cache_a")
+    mod = runtime.load_generated(tmp_path, "t", text, "sf_test_cache_a")
     (path,) = tmp_path.glob("t_*.py")
     assert mod.X == 42 and path.name == f"t_{hashlib.sha1(text.encode()).hexdigest()[:16]}.py"
     path.write_text(path.read_text() + TAMPER)
     sys.modules.pop("sf_test_cache_a_" + path.stem)
-    mod = _codegen.load_generated(tmp_path, "t", text, "sf_test_cache_a")
+    mod = runtime.load_generated(tmp_path, "t", text, "sf_test_cache_a")
     import builtins
 
     assert not hasattr(builtins, "SPIKEFORGE_TAMPERED")
@@ -44,10 +44,10 @@ def test_prune_deletes_unused_mismatched_and_leftover_files(tmp_path):
     tmp_old.write_text("")
     tmp_new.write_text("")
     now = time.time()
-    long_ago = now - _codegen.PRUNE_AGE_S - 10
+    long_ago = now - runtime.PRUNE_AGE_S - 10
     os.utime(old, (long_ago, long_ago))
-    os.utime(tmp_old, (now - _codegen.TMP_AGE_S - 10,) * 2)
-    gone = _codegen.prune(tmp_path, now=now)
+    os.utime(tmp_old, (now - runtime.TMP_AGE_S - 10,) * 2)
+    gone = runtime.prune(tmp_path, now=now)
     assert sorted(gone) == sorted([old, bad, tmp_old])
     assert fresh.exists() and fresh_cache.exists() and tmp_new.exists()
     assert not old_cache.exists()

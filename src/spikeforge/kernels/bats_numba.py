@@ -18,7 +18,7 @@ backward, ``z = exp(t/tau)``, the discriminant root ``x`` and the number of caus
   backwards once with suffix sums over the output spikes that each input spike caused.
 
 Compiled once (on the first call) and cached on disk next to the generated source (see
-:mod:`spikeforge.kernels._codegen`).
+:mod:`spikeforge.kernels.runtime`).
 """
 
 from __future__ import annotations
@@ -151,15 +151,14 @@ def kernels():
     if _MOD is None:
         with _lock:
             if _MOD is None:
-                from ._codegen import load_fixed_source
-                from .cpu import _numba
-                _numba()  # numba's thread pool started the way the other CPU kernels start it
+                from .runtime import load_fixed_source, start_numba
+                start_numba()
                 _MOD = load_fixed_source("bats", "bats_float64", SOURCE, "spikeforge_bats")
     return _MOD
 
 
 def sync_threads(work: int) -> None:
     """Use as many numba threads as torch does (one for tiny work), like the other CPU kernels."""
-    from .cpu import _sync_threads
+    from .runtime import sync_threads as _sync
 
-    _sync_threads(work)
+    _sync(work)

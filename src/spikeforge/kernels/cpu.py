@@ -43,14 +43,16 @@ import math
 import textwrap
 import threading
 import types
-import weakref
 
 import numpy as np
 import torch
 import torch.autograd.forward_ad as _fw_ad
 
 from ..surrogate import Surrogate, bind
-from ._codegen import STORE_NT_SOURCE, cache_dir, load_generated
+from .runtime import POOL as _POOL
+from .runtime import STORE_NT_SOURCE, cache_dir, empty_cache, is_available, load_generated, new_tensor as _new
+from .runtime import start_numba as _numba
+from .runtime import sync_threads as _sync_threads
 from ._layout import is_const as _is_const
 from ._layout import param_vec as _param_vec
 from ._layout import state_vec as _state_vec
@@ -61,29 +63,6 @@ SUB_BYTES = 256 * 1024  # a backward sub-block's T x sub history: half of L2, th
 FWD_BLOCK = 16384  # neurons per block of the forward: its working set is one row of v (long streams of x, s)
 _lock = threading.Lock()
 _MODULES: dict = {}  # (dtype, None) or (dtype, derivative function) -> generated module
-
-
-_POOL_STARTED = False
-
-
-def _numba():
-    """numba, with its thread pool started.  Starting numba's OpenMP pool (which loading or running any parallel
-    kernel does) resets the OpenMP thread count that ``torch.get_num_threads()`` reads; it is started here, before
-    any kernel, and torch's count is given back, so a user's ``torch.set_num_threads`` survives.  Then the pools'
-    waiting policy is chosen (:func:`spikeforge.runtime.omp_wait_default`)."""
-    global _POOL_STARTED
-    import numba
-
-    if not _POOL_STARTED:
-        t = torch.get_num_threads()
-        numba.get_num_threads()  # starts the pool
-        if torch.get_num_threads() != t:
-            torch.set_num_threads(t)
-        _POOL_STARTED = True
-        from ..runtime import omp_wait_default
-
-        omp_wait_default()  # the two pools spin only while no other process wants the cores (see runtime.py)
-    return numba
 
 
 # --- kernel source --------------------------------------------------------------------------------------------
@@ -648,43 +627,6 @@ def surrogate_derivative(surrogate: Surrogate, u: np.ndarray) -> np.ndarray:
     return out
 
 
-def is_available() -> bool:
-    try:
-        _numba()
-    except ImportError:
-        return False
-    return True
-
-
-PARALLEL_MIN_ELEMENTS = 1 << 16  # below this a second thread costs more (wake-up, barrier) than it saves
-
-
-def _sync_threads(numel: int) -> None:
-    """Run numba's loops on as many threads as torch uses (``torch.set_num_threads`` is honoured), but on one
-    thread for small inputs."""
-    nb = _numba()
-    n = max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS, numel // PARALLEL_MIN_ELEMENTS))
-    if _numba_threads()() != n:
-        nb.set_num_threads(n)
-
-
-_GET_THREADS = None
-
-
-def _numba_threads():
-    """numba's (thread-local) thread count getter.  ``numba.get_num_threads`` takes two locks on every call (to start
-    the pool, which :func:`_numba` has done); its C getter underneath, where this numba has it, costs a tenth."""
-    global _GET_THREADS
-    if _GET_THREADS is None:
-        nb = _numba()
-        nb.get_num_threads()  # the pool is started: the C getter is bound
-        from numba.np.ufunc import parallel
-
-        get = getattr(parallel, "_get_num_threads", None)
-        _GET_THREADS = get if callable(get) and get() == nb.get_num_threads() else nb.get_num_threads
-    return _GET_THREADS
-
-
 def _block(T: int, N: int, itemsize: int) -> tuple[int, int]:
     """(neurons per parallel block, per sub-block) of the backward.  A sub-block's ``T x sub`` history (h_t, and
     e_t for dL/dk) fits in ``SUB_BYTES``; the parallel blocks hold whole sub-blocks, at least 4 blocks per thread
@@ -714,60 +656,6 @@ def _fwd_block(N: int) -> int:
     threads = max(1, torch.get_num_threads())
     nblk = threads * -(-N // (threads * FWD_BLOCK))
     return max(16, -(-N // (nblk * 16)) * 16)
-
-
-class _BufferPool:
-    """Reuse of large output buffers (spikes, v_seq, dL/dx), like a caching allocator.
-
-    glibc returns allocations above 32 MB to the OS on free, so every fresh 33 MB tensor costs ~8k page faults
-    (about as long as the whole kernel).  Buffers of at least ``min_bytes`` are handed out as tensors viewing a
-    numpy array; when the last tensor sharing that storage dies, the array goes back to the pool (a buffer is
-    never reused while anything still refers to it).  At most ``max_free_bytes`` of free buffers are kept;
-    :func:`empty_cache` releases them.
-    """
-
-    def __init__(self, min_bytes: int = 1 << 20, max_free_bytes: int = 1 << 30):
-        self.min_bytes, self.max_free_bytes = min_bytes, max_free_bytes
-        self.free: dict = {}
-        self.free_bytes = 0
-        self.lock = threading.Lock()
-
-    def empty(self, shape, dtype: torch.dtype) -> torch.Tensor:
-        n = math.prod(shape)
-        if n * dtype.itemsize < self.min_bytes:
-            return _new(shape, dtype)
-        npdt = np.dtype(str(dtype).removeprefix("torch."))
-        key = (n, npdt)
-        with self.lock:
-            bufs = self.free.get(key)
-            base = bufs.pop() if bufs else None
-            if base is not None:
-                self.free_bytes -= base.nbytes
-        if base is None:
-            base = np.empty(n + 64 // npdt.itemsize, dtype=npdt)
-        off = (-base.ctypes.data % 64) // npdt.itemsize  # 64-byte aligned (see _stream)
-        view = base[off:off + n]  # the tensor's storage holds this view; when it dies, base is free again
-        weakref.finalize(view, self._release, key, base)
-        return torch.from_numpy(view).view(tuple(shape))
-
-    def _release(self, key, base) -> None:
-        with self.lock:
-            if self.free_bytes + base.nbytes <= self.max_free_bytes:
-                self.free.setdefault(key, []).append(base)
-                self.free_bytes += base.nbytes
-
-    def clear(self) -> None:
-        with self.lock:
-            self.free.clear()
-            self.free_bytes = 0
-
-
-_POOL = _BufferPool()
-
-
-def empty_cache() -> None:
-    """Release the free output buffers the CPU kernels keep for reuse."""
-    _POOL.clear()
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -817,12 +705,6 @@ def _periodic(p: torch.Tensor, shape) -> torch.Tensor | None:
 
 def _saveable(p):
     return p.detach() if torch.is_tensor(p) else None
-
-
-def _new(shape, dtype: torch.dtype) -> torch.Tensor:
-    """``torch.empty(shape)``; the sizes are passed unpacked, which torch parses several times faster than a
-    ``torch.Size`` (this is on the per-call path of small layers)."""
-    return torch.empty(*shape, dtype=dtype) if len(shape) else torch.empty((), dtype=dtype)
 
 
 def _grad_arg(g, T, N, dt, *, seq: bool) -> np.ndarray:

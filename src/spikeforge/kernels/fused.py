@@ -18,40 +18,32 @@ those names at torch or at scalar numba math:
 
 Executions:
 
-- ``reference``: a plain torch loop over ``x_seq.unbind(0)`` calling ``step`` bound to torch; autograd gives
-  the gradient (the definition of truth).
-- ``cpu``: a numba driver generated for the cell's arity: parallel over blocks of neurons (``prange``),
-  sequential in time.  Each time step of a block is one row loop in its own function whose block-local values
-  (states, parameters, gradients) sit in one flat buffer at compile-time offsets, so LLVM vectorises it (few
-  runtime alias checks; a plain loop over many arrays stays scalar).  The buffer's row length (the most neurons
-  per block) is a compile-time constant, :func:`block_size`: the backward's buffer, read and written many times
-  per element, fits ``L1_BYTES`` (up to 1,024 neurons); the forward's, only states and parameters, may take
-  ``FWD_BYTES`` (up to 8,192 neurons), so x and the outputs are read and written in long runs.  The block length
-  of a call is that size or less (:func:`run_block`: at least 4 blocks per thread).  The forward saves only ``x``
-  (the input itself), the initial states (one value for a constant state such as the default zeros) and the
-  parameter tables; the backward replays the forward of each block into a ``T x S x block`` history that stays
-  in cache (skipped when ``vjp`` reads no state, see :func:`vjp_reads_states`), then runs ``vjp`` in reverse
-  time.  Rows of x and of the incoming gradient are prefetched ``PREFETCH`` steps ahead (a block's row of one
-  step is a short run at a stride of N values, which the hardware prefetchers do not follow), and ``[T, N]``
-  outputs of at least ``STREAM_MIN_BYTES`` are written by non-temporal stores.  Kernels use numpy's error model
-  (a division by zero gives inf/nan, as in torch, instead of raising); the surrogate's number literals are typed
-  like the data, so float32 kernels compute in float32.
+- ``reference``: :func:`spikeforge.kernels.cell.reference_seq`, a plain torch loop (the definition of truth).
+- ``cpu``: the numba driver generated here from the cell (:func:`_build`).  The input is viewed as ``x[T, N]``
+  (``[1, N]`` when every step is the same memory).  Neurons are cut into blocks, run in parallel (``prange``),
+  each sequential in time.  Each step of a block is one row loop (its own function) over the block's neurons
+  whose states, parameters and gradients sit in one flat buffer ``loc`` at compile-time offsets; the loop runs
+  in chunks of ``CHUNK`` neurons, each first prefetching its part of the row read next.  The forward writes the
+  outputs and the final states and saves only ``x``, the initial states and the parameter tables; the backward
+  replays the forward of each block into a ``T x S x block`` history (skipped when ``vjp`` reads no state, see
+  :func:`vjp_reads_states`), then runs ``vjp`` in reverse time.  An incoming gradient that is one value
+  everywhere (e.g. from ``out.sum()``) is read once.  ``[T, N]`` outputs of at least ``STREAM_MIN_BYTES`` are
+  written by non-temporal stores, into buffers of :data:`spikeforge.kernels.runtime.POOL`.  Kernels use
+  numpy's error model and compute in the data's dtype.
 
 Parameters are floats or tensors broadcastable to ``x_seq.shape[1:]`` (per neuron, per channel or shared).  The
 kernels take every one as a table of ``Q`` entries, each a run of ``inner`` consecutive neurons (``Q`` spans the
 dims where the parameter varies: a per-channel value is ``Q = C`` runs of ``H x W``; a shared one is one entry),
-filled into the block buffer once per block: no ``[N]``-sized copy of a per-channel value is made.  When every
-entry is a run of at least ``SEG_MIN`` neurons (shared or per-channel parameters), the kernels run in *segment
-mode* instead: the row loops take the parameters as scalar arguments and are called once per run of constant
-parameters, so no parameter row is read per element (a compile-time variant, like the streaming stores).  A gradient is
-summed per run in the kernel (float32 sums of a block flushed into float64) and added into its table, then
-reduced to the parameter's shape with ``sum_to_size``.  Parameters listed in ``Cell.seq_params`` may change over
-time (broadcastable to the whole ``x_seq``): their tables have ``T`` rows, filled at every step, and their
-gradients are summed per step (a ``seq`` parameter without a time dim is static like the others).  Parameters
-listed in ``Cell.const_params`` (e.g. a spike cap) are compiled in as constants, one kernel per value.  Each
-(cell, dtype) compiles once (cached on disk, see :func:`_build`); the backward once per surrogate and per set of
-parameters whose gradient is needed (the compiler drops the code and the buffer rows of the others: the LIFB
-module, which learns only ``beta``, computes only that gradient).
+filled into the block buffer once per block.  When every entry is a run of at least ``SEG_MIN`` neurons, the
+kernels run in *segment mode*: the row loops take the parameters as scalar arguments and are called once per
+run of constant parameters.  A gradient is summed per run in the kernel (float32 sums of a block flushed into
+float64), added into its table, then reduced to the parameter's shape with ``sum_to_size``.  Parameters listed
+in ``Cell.seq_params`` may change over time (broadcastable to the whole ``x_seq``): their tables have ``T`` rows,
+filled at every step, and their gradients are summed per step.  Parameters listed in ``Cell.const_params`` are
+compiled in as constants, one kernel per value.  Each (cell, dtype, constants, segment mode, streaming) forward
+compiles once, the backward also once per surrogate and per set of parameters whose gradient is needed (the
+others' code and buffer rows are dropped); the modules are cached on disk (:func:`_build`).  docs/kernels.md
+explains the choices (block sizes, prefetching, segment mode) and their measurements.
 
 Example:
     >>> import torch
@@ -84,20 +76,17 @@ import numpy as np
 import torch
 
 from ..surrogate import Surrogate, bind
-from ._codegen import STORE_NT_SOURCE, cache_dir, load_generated
 from .cell import Cell
-from .cpu import _POOL, _sync_threads
-from .cpu import _numba as _cpu_numba
+from .runtime import POOL, PREFETCH_SOURCE, STORE_NT_SOURCE, cache_dir, load_generated, start_numba, sync_threads
 
 L1_BYTES = 24 * 1024  # the backward's block buffer (states, parameters, gradients) should stay in L1
-MAX_BLOCK = 1024  # neurons per block of the backward, at most
+MAX_BLOCK = 4096  # neurons per block of the backward, at most
 # The forward's block buffer holds only states and parameters and may sit in L2: long blocks read x and write the
 # outputs in long runs per step (rows of 1 KB at a stride of N cost twice as much per byte as rows of 16 KB)
-FWD_BYTES = 128 * 1024
-FWD_MAX_BLOCK = 8192
-# Rows of x and of the incoming gradient are prefetched this many steps ahead: a block's row of one step is one
-# short run (1-4 KB) at a stride of N values, too short for the hardware prefetchers to follow
-PREFETCH = 2
+FWD_BYTES = 256 * 1024
+FWD_MAX_BLOCK = 16384
+HIST_BYTES = 256 * 1024  # the backward's replay history of a block (T x states x block values) stays in L2
+CHUNK = 1024  # row loops run in chunks of this many neurons, each first prefetching its part of the next row
 # Segment mode: when every parameter is constant on runs of at least this many neurons (shared, or per channel of
 # H x W >= SEG_MIN), the row loops take the parameters as scalars, one call per run, instead of reading a row of
 # each per element (GLIF's forward: 10 rows read per element become 2)
@@ -105,10 +94,6 @@ SEG_MIN = 64
 _lock = threading.Lock()
 _FWD: dict = {}
 _BWD: dict = {}
-
-
-# --- numba bindings ------------------------------------------------------------------------------------
-_numba = _cpu_numba  # numba with its pool started (torch's thread count kept): see cpu._numba
 
 
 # Scalar helpers of the fused kernels.  ONE/ZERO are typed like the data (float32 kernels stay in float32).
@@ -130,38 +115,12 @@ floor = np.floor
 
 """ + STORE_NT_SOURCE + """
 
-@nb.extending.intrinsic
-def _prefetch(typingctx, arr, i, j):
-    # a prefetch (into all cache levels) of the line holding arr[i, j]
-    from llvmlite import ir
-    from numba.core import cgutils
-
-    def codegen(context, builder, signature, args):
-        aty = signature.args[0]
-        ary = context.make_array(aty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [args[1], args[2]], wraparound=False)
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
-                                            "llvm.prefetch.p0")
-        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return nb.types.void(arr, i, j), codegen
-
+""" + PREFETCH_SOURCE + """
 
 LINE = 64 // np.dtype(DT).itemsize  # values per cache line
+CHUNK = {chunk}  # row loops run in chunks of this many neurons, each first prefetching its part of the rows read next
+U = nb.uint64  # an index known to be >= 0: no wraparound code
 SEG_MIN = {seg_min}  # segment mode: every parameter's runs of constant value are at least this long
-PF = {prefetch}  # steps ahead that a block's rows of x and of the incoming gradient are prefetched (0: none)
-
-
-@nb.njit(inline="always")
-def prefetch_row(a, t, n0, n1):
-    # the rows t of a [T, N] array over the block [n0, n1), when t is a step
-    if PF > 0 and 0 <= t < a.shape[0]:
-        for n in range(n0, n1, LINE):
-            _prefetch(a, t, n)
-
-
 @nb.njit(inline="always")
 def heav(u):
     return ONE if u >= ZERO else ZERO
@@ -334,7 +293,7 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
     """
     import re
 
-    nb = _numba()
+    nb = start_numba()
     fname = f"fused_{direction}"
     # the forward needs the step; the backward replays the step and runs the vjp
     fns = {"STEP": cell.step} if direction == "fwd" else {"STEP": cell.step, "VJP": cell.vjp}
@@ -347,7 +306,7 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
         blk = _bwd_cap(cell, grads, np_dtype.itemsize, seg)
         replay = vjp_reads_states(cell)
         driver = _gen_backward_src(cell.n_states, cell.n_params, cidx, seq, grads, replay, blk, stream, seg)
-    prelude = _PRELUDE.format(dtype=np_dtype.name, prefetch=PREFETCH, seg_min=SEG_MIN) + "".join(
+    prelude = _PRELUDE.format(dtype=np_dtype.name, seg_min=SEG_MIN, chunk=CHUNK) + "".join(
         f"CONST{i} = np.{np_dtype.name}({float(v)!r})\n" for i, v in enumerate(consts))
     rows = re.findall(r"^def (row_\w+)\(", driver, flags=re.M)  # the per-row loops the driver calls
     runs = re.findall(r"^def (run_\w+)\(", driver, flags=re.M)  # segment mode: a row's loop over one run
@@ -395,6 +354,21 @@ def _fwd_cap(cell: Cell, itemsize: int, seg: bool = False) -> int:
 
 def _bwd_cap(cell: Cell, grads: tuple, itemsize: int, seg: bool = False) -> int:
     return block_size(_backward_rows(cell, grads, seg), itemsize, L1_BYTES, MAX_BLOCK)
+
+
+def fwd_block(cap: int, N: int) -> int:
+    """Neurons per block of a forward call: at most ``cap``, the same number of blocks on every thread, a multiple
+    of 16 (whole vectors, 64-byte aligned rows)."""
+    threads = max(1, torch.get_num_threads())
+    nblk = threads * -(-N // (threads * cap))
+    return max(16, min(cap, -(-N // (nblk * 16)) * 16))
+
+
+def bwd_block(cap: int, N: int, T: int, S: int, itemsize: int) -> int:
+    """Neurons per block of a backward call: at most ``cap``, the replay's ``T x S x block`` history within
+    ``HIST_BYTES``, at least 4 blocks per thread when N allows, a multiple of 16."""
+    hist = max(16, HIST_BYTES // max(1, T * S * itemsize) // 16 * 16)
+    return run_block(min(cap, hist), N)
 
 
 def run_block(cap: int, N: int) -> int:
@@ -445,7 +419,7 @@ def _param_slots(P: int, consts: dict, first_row: int, blk: int, seg: bool = Fal
             offs[i] = None
         else:
             offs[i] = r * blk
-            exprs.append(f"loc[{r * blk} + j]")
+            exprs.append(f"loc[U({r * blk}) + j]")
             r += 1
     return exprs, offs
 
@@ -468,24 +442,6 @@ def _seg_step_src(a, seq_ranks: set, indent: str) -> None:
         a(f"{indent}if pm[{r}, 3] > 1:")
         a(f"{indent}    for q in range(nseg):")
         a(f"{indent}        pv[q, {r}] = tab[pidx[q, {r}] + t * pm[{r}, 1]]")
-
-
-def _seg_row_src(a, name: str, args: list, run_args: list, Pa: int, result: bool) -> None:
-    # segment mode: the row function ``name`` walks the runs of the block's row and calls the loop over one run
-    # (``run_<name>``, inlined: no call per run) with the parameters as scalars; ``args`` are its array arguments,
-    # ``run_args`` how each is passed for run q (a slice)
-    a(f"def {name}({', '.join(args)}, seg, nseg, pv):")
-    if result:
-        a("    acc = 0")
-    a("    for q in range(nseg):")
-    a("        c0 = seg[q]")
-    a("        c1 = seg[q + 1]")
-    call = f"run_{name}({', '.join(run_args + [f'pv[q, {r}]' for r in range(Pa)])})"
-    a(f"        acc += {call}" if result else f"        {call}")
-    if result:
-        a("    return acc")
-    a("")
-    a("")
 
 
 def _params_block_src(a, seg: bool, Pa: int, o_p: dict, seq: tuple, indent: str) -> None:
@@ -531,15 +487,42 @@ def _state_fill_src(a, S: int, o_s: list, indent: str) -> None:
         a(f"{indent}    loc[{o_s[i]}:{o_s[i]} + m] = st{i}[n0:n1]")
 
 
+def _chunked(a, rows: tuple, pfs: tuple, ind: str = "    ") -> str:
+    # opens a row loop over j in [0, len(rows[0])) in chunks of CHUNK neurons, each chunk first prefetching its
+    # part of the rows ``pfs`` (rows read next, e.g. x of the next step); returns the indent of the loop body
+    a(f"{ind}n = {rows[0]}.shape[0]")
+    a(f"{ind}for c in range(0, n, CHUNK):")
+    a(f"{ind}    ce = min(c + CHUNK, n)")
+    for p in pfs:
+        a(f"{ind}    for q in range(c, min(ce, {p}.shape[0]), LINE):")
+        a(f"{ind}        prefetch({p}, q)")
+    a(f"{ind}    for jj in range(c, ce):")
+    a(f"{ind}        j = U(jj)")
+    return ind + "        "
+
+
+def _seg_row_src(a, name: str, args: list, run_args: list, Pa: int, result: bool) -> None:
+    # segment mode: the row function ``name`` walks the runs of the block's row and calls the loop over one run
+    # (``run_<name>``, inlined: no call per run) with the parameters as scalars; ``args`` are its array arguments,
+    # ``run_args`` how each is passed for run q (a slice)
+    a(f"def {name}({', '.join(args)}, seg, nseg, pv):")
+    if result:
+        a("    acc = 0")
+    a("    for q in range(nseg):")
+    a("        c0 = seg[q]")
+    a("        c1 = seg[q + 1]")
+    call = f"run_{name}({', '.join(run_args + [f'pv[q, {r}]' for r in range(Pa)])})"
+    a(f"        acc += {call}" if result else f"        {call}")
+    if result:
+        a("    return acc")
+    a("")
+    a("")
+
+
 def _gen_forward_src(S: int, P: int, consts: dict, seq: tuple, blk: int, stream: bool, seg: bool = False) -> str:
-    # A block's states and parameters live in one flat local buffer ``loc`` at offsets that are multiples of
-    # ``blk`` (compile-time constants): LLVM sees a single pointer with constant distances, so the per-row loop
-    # needs few runtime alias checks and vectorises.  ``row_fwd`` is its own function, so no loop value lives past
-    # the loop; it counts the non-finite inputs (an integer reduction, which vectorises).  Parameters come as
-    # tables (``tab``, described by ``pm``), filled into ``loc`` once per block, or before every step for a
-    # parameter that changes over time.  In segment mode (``seg``: every parameter is constant on runs of at least
-    # SEG_MIN neurons, e.g. shared or per channel) the parameters are scalar arguments of ``row_fwd`` instead, called
-    # once per run: no parameter row is filled or read per element.
+    """Source of ``fused_fwd`` and its row loop ``row_fwd`` (``run_row_fwd`` in segment mode).  Per block: the
+    states and the parameters in ``loc`` (rows of ``blk`` values at compile-time offsets), then one row call per
+    step, which returns whether some x was not finite; ``x`` is ``[T, N]`` or ``[1, N]`` (read at every step)."""
     o_s = [i * blk for i in range(S)]
     p_expr, o_p = _param_slots(P, consts, S, blk, seg)
     Pa = len(o_p)
@@ -550,35 +533,41 @@ def _gen_forward_src(S: int, P: int, consts: dict, seq: tuple, blk: int, stream:
     L = []
     a = L.append
     if seg:
-        _seg_row_src(a, "row_fwd", ["xr", "orow", "loc"], ["xr[c0:c1]", "orow[c0:c1]", "loc[c0:]"], Pa, True)
-    a(f"def {'run_' if seg else ''}row_fwd(xr, orow, loc{pargs}):")
-    a("    nbad = 0")
-    a("    for j in range(xr.shape[0]):")
-    a("        xj = xr[j]")
-    a(f"        o, {', '.join(f'n{i}' for i in range(S))} = STEP(xj, "
-      f"{', '.join([f'loc[{k} + j]' for k in o_s] + p_expr)})")
-    a("        store_nt(orow, j, o)" if stream else "        orow[j] = o")
+        _seg_row_src(a, "row_fwd", ["xr", "orow", "loc", "pf"],
+                     ["xr[c0:c1]", "orow[c0:c1]", "loc[c0:]", "pf[c0:c1]"], Pa, True)
+    a(f"def {'run_' if seg else ''}row_fwd(xr, orow, loc, pf{pargs}):")
+    a("    bad = False")
+    ind = _chunked(a, ("xr",), ("pf",))
+    a(f"{ind}xj = xr[j]")
+    a(f"{ind}o, {', '.join(f'n{i}' for i in range(S))} = STEP(xj, "
+      f"{', '.join([f'loc[U({k}) + j]' for k in o_s] + p_expr)})")
+    a(f"{ind}store_nt(orow, j, o)" if stream else f"{ind}orow[j] = o")
     for i in range(S):
-        a(f"        loc[{o_s[i]} + j] = n{i}")
-    a("        nbad += (xj - xj) != ZERO  # NaN iff x is NaN or inf")
-    a("    return nbad")
+        a(f"{ind}loc[U({o_s[i]}) + j] = n{i}")
+    a(f"{ind}bad |= (xj - xj) != ZERO  # NaN iff x is NaN or inf; a bool OR keeps the full vector width")
+    a("    return 1 if bad else 0")
     a("")
     a("")
     a(f"def fused_fwd(x, {sts}, tab, pm, rec, out, vseq, st_last, bad, bl):")
-    a("    T, N = x.shape")
+    a("    T, N = out.shape")
+    a("    xs = 1 if x.shape[0] > 1 else 0  # x [1, N]: one step repeated T times")
     a("    nblk = (N + bl - 1) // bl")
     a("    for b in prange(nblk):")
     a("        n0 = b * bl")
     a("        n1 = min(n0 + bl, N)")
+    a("        n2 = min(n1 + bl, N)")
     a("        m = n1 - n0")
     a(f"        loc = np.empty({max(K, 1) * blk}, dtype=x.dtype)")
     _state_fill_src(a, S, o_s, "        ")
     _params_block_src(a, seg, Pa, o_p, seq, "        ")
     a("        nbad = 0")
     a("        for t in range(T):")
-    a("            prefetch_row(x, t + PF, n0, n1)")
+    a("            if t + 1 < T:")
+    a("                pf = x[(t + 1) * xs, n0:n1 if xs else n0]")
+    a("            else:")
+    a("                pf = x[0, n1:n2]")
     extra = _params_step_src(a, seg, seq_ranks, o_p, seq, "            ")
-    a(f"            nbad += row_fwd(x[t, n0:n1], out[t, n0:n1], loc{extra})")
+    a(f"            nbad += row_fwd(x[t * xs, n0:n1], out[t, n0:n1], loc, pf{extra})")
     a("            if rec:")
     a("                vseq[t, n0:n1] = loc[:m]")
     for i in range(S):
@@ -589,16 +578,11 @@ def _gen_forward_src(S: int, P: int, consts: dict, seq: tuple, blk: int, stream:
 
 def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, replay: bool, blk: int,
                       stream: bool, seg: bool = False) -> str:
-    # Per block: replay the forward from the initial state (the states entering every step land in a block-local
-    # history of T x S x blk values that stays in cache), then run the vjp in reverse time.  Nothing [T, N]-sized
-    # is saved by the forward.  ``loc`` holds states, parameters, state gradients and the gradients of the
-    # parameters listed in ``grads`` (the others are not computed: the compiler drops their code).  Without
-    # ``replay`` (the vjp reads no state) there is no replay and no history.  A parameter gradient is summed per
-    # run of equal table entries into ``gbuf`` (float64; ``gm[g]`` = offset, runs per block), at the end of the
-    # block, or after every step for a parameter that changes over time; after the parallel loop the runs are
-    # added into the gradient tables ``gtab`` (``gm[g, 2]`` = offset).  In segment mode (see _gen_forward_src) the
-    # parameters are scalar arguments of the row loops, called once per run of constant parameters, and ``loc``
-    # has no parameter rows.
+    """Source of ``fused_bwd``: per block, the replay of the forward (``row_replay``: the states entering every step
+    into ``hist``, when ``replay``), then ``row_bwd`` in reverse time.  ``loc`` holds states, array parameters
+    (not in segment mode), state gradients and the gradients of the parameters ``grads``; a parameter gradient is
+    summed per run of equal table entries into ``gbuf`` (float64) and, after the parallel loop, into ``gtab``.
+    ``gout`` is ``[T, N]``, or ``[1, 1]`` holding one value for every element when ``gc``."""
     o_s = [i * blk for i in range(S)]
     p_expr, o_p = _param_slots(P, consts, S, blk, seg)
     Pa = len(o_p)
@@ -615,64 +599,84 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
     a = L.append
     if replay:
         if seg:
-            _seg_row_src(a, "row_replay", ["xr", "hr", "loc"], ["xr[c0:c1]", "hr[c0:]", "loc[c0:]"], Pa, False)
-        a(f"def {'run_' if seg else ''}row_replay(xr, hr, loc{pargs}):")
-        a("    for j in range(xr.shape[0]):")
+            _seg_row_src(a, "row_replay", ["xr", "hr", "loc", "pf"],
+                         ["xr[c0:c1]", "hr[c0:]", "loc[c0:]", "pf[c0:c1]"], Pa, False)
+        a(f"def {'run_' if seg else ''}row_replay(xr, hr, loc, pf{pargs}):")
+        ind = _chunked(a, ("xr",), ("pf",))
         for i in range(S):
-            a(f"        a{i} = loc[{o_s[i]} + j]")
-            a(f"        hr[{o_s[i]} + j] = a{i}")
-        a(f"        o, {', '.join(f'n{i}' for i in range(S))} = STEP(xr[j], "
+            a(f"{ind}a{i} = loc[U({o_s[i]}) + j]")
+            a(f"{ind}hr[U({o_s[i]}) + j] = a{i}")
+        a(f"{ind}o, {', '.join(f'n{i}' for i in range(S))} = STEP(xr[j], "
           f"{', '.join([f'a{i}' for i in range(S)] + p_expr)})")
         for i in range(S):
-            a(f"        loc[{o_s[i]} + j] = n{i}")
+            a(f"{ind}loc[U({o_s[i]}) + j] = n{i}")
         a("")
         a("")
     if seg:
-        _seg_row_src(a, "row_bwd", ["gor", "xr", "gxr", "hr", "loc", "alpha"],
-                     ["gor[c0:c1]", "xr[c0:c1]", "gxr[c0:c1]", "hr[c0:]", "loc[c0:]", "alpha"], Pa, False)
-    a(f"def {'run_' if seg else ''}row_bwd(gor, xr, gxr, hr, loc, alpha{pargs}):")
-    st_args = [f"hr[{k} + j]" for k in o_s] if replay else ["ZERO"] * S
-    args = ["gor[j]"] + [f"loc[{k} + j]" for k in o_g] + ["xr[j]"] + st_args + p_expr + ["alpha"]
+        _seg_row_src(a, "row_bwd", ["gor", "xr", "gxr", "hr", "loc", "alpha", "pf", "pf2"],
+                     ["gor[c0:c1]", "xr[c0:c1]", "gxr[c0:c1]", "hr[c0:]", "loc[c0:]", "alpha", "pf[c0:c1]",
+                      "pf2[c0:c1]"], Pa, False)
+    a(f"def {'run_' if seg else ''}row_bwd(gor, xr, gxr, hr, loc, alpha, pf, pf2{pargs}):")
+    st_args = [f"hr[U({k}) + j]" for k in o_s] if replay else ["ZERO"] * S
+    args = ["gor[j]"] + [f"loc[U({k}) + j]" for k in o_g] + ["xr[j]"] + st_args + p_expr + ["alpha"]
     outs = ["dx"] + [f"ds{i}" for i in range(S)] + [f"dp{i}" if i in o_gp else "_" for i in range(P)]
-    a("    for j in range(xr.shape[0]):")
-    a(f"        {', '.join(outs)} = VJP({', '.join(args)})")
-    a("        store_nt(gxr, j, dx)" if stream else "        gxr[j] = dx")
+    ind = _chunked(a, ("xr",), ("pf", "pf2"))
+    a(f"{ind}{', '.join(outs)} = VJP({', '.join(args)})")
+    a(f"{ind}store_nt(gxr, j, dx)" if stream else f"{ind}gxr[j] = dx")
     for i in range(S):
-        a(f"        loc[{o_g[i]} + j] = ds{i}")
+        a(f"{ind}loc[U({o_g[i]}) + j] = ds{i}")
     for i, k in o_gp.items():
-        a(f"        loc[{k} + j] += dp{i}")
+        a(f"{ind}loc[U({k}) + j] += dp{i}")
     a("")
     a("")
-    a(f"def fused_bwd(gout, {gsl}, gvseq, x, {sts}, tab, pm, alpha, gx, gst0, gbuf, gm, gtab, bl):")
-    a("    T, N = x.shape")
+    a(f"def fused_bwd(gout, gc, {gsl}, gvseq, x, {sts}, tab, pm, alpha, gx, gst0, gbuf, gm, gtab, bl):")
+    a("    # gout: [T, N], or [1, 1] holding one value for every element when gc")
+    a("    T, N = gx.shape")
+    a("    xs = 1 if x.shape[0] > 1 else 0  # x [1, N]: one step repeated T times")
     a("    nblk = (N + bl - 1) // bl")
     a("    has_gv = gvseq.shape[0] > 0")
     a(f"    H = {S * blk if replay else 0}")
     a("    for b in prange(nblk):")
     a("        n0 = b * bl")
     a("        n1 = min(n0 + bl, N)")
+    a("        n2 = min(n1 + bl, N)")
     a("        m = n1 - n0")
     a(f"        loc = np.zeros({K * blk}, dtype=x.dtype)")
     a("        hist = np.empty(T * H, dtype=x.dtype)")
+    a("        grow = np.full(m if gc else 0, gout[0, 0] if gc else ZERO)")
+    a("        nopf = x[0, 0:0]")
     if replay:
         _state_fill_src(a, S, o_s, "        ")
     _params_block_src(a, seg, Pa, o_p, seq, "        ")
     if replay:
         a("        for t in range(T):")
-        a("            prefetch_row(x, t + PF, n0, n1)")
+        a("            if t + 1 < T:")
+        a("                pf = x[(t + 1) * xs, n0:n1 if xs else n0]")
+        a("            else:")
+        a("                pf = nopf")
         extra = _params_step_src(a, seg, seq_ranks, o_p, seq, "            ")
-        a(f"            row_replay(x[t, n0:n1], hist[t * H:(t + 1) * H], loc{extra})")
+        a(f"            row_replay(x[t * xs, n0:n1], hist[t * H:(t + 1) * H], loc, pf{extra})")
     for i in range(S):
         a(f"        if gs{i}.shape[0] > 0:")
         a(f"            loc[{o_g[i]}:{o_g[i]} + m] = gs{i}[n0:n1]")
     a("        for t in range(T - 1, -1, -1):")
     a("            if has_gv:")
     a(f"                loc[{o_g[0]}:{o_g[0]} + m] += gvseq[t, n0:n1]")
-    a("            prefetch_row(gout, t - PF, n0, n1)")
-    if not replay:  # else x was read by the replay, and the block's rows are still in cache
-        a("            prefetch_row(x, t - PF, n0, n1)")
+    # rows read next: dL/dout of the previous step (none when it is one value) and x: the previous step's when
+    # there is no replay, else the next block's (for its replay)
+    a("            if gc:")
+    a("                pf = nopf")
+    a("            elif t > 0:")
+    a("                pf = gout[t - 1, n0:n1]")
+    a("            else:")
+    a("                pf = gout[T - 1, n1:n2]")
+    if replay:
+        a("            pf2 = x[t * xs, n1:n2] if (xs or t == 0) else nopf")
+    else:
+        a("            pf2 = x[(t - 1) * xs, n0:n1 if xs else n0] if t > 0 else x[0, n1:n2]")
+    a("            gor = grow if gc else gout[t, n0:n1]")
     extra = _params_step_src(a, seg, seq_ranks, o_p, seq, "            ")
-    a(f"            row_bwd(gout[t, n0:n1], x[t, n0:n1], gx[t, n0:n1], hist[t * H:(t + 1) * H], loc, alpha{extra})")
+    a(f"            row_bwd(gor, x[t * xs, n0:n1], gx[t, n0:n1], hist[t * H:(t + 1) * H], loc, alpha, pf, pf2{extra})")
     for g, i in enumerate(grads):
         if i in seq:  # a time-varying parameter: its gradient per step, then the row starts again from zero
             r, k = rank[i], o_gp[i]
@@ -688,7 +692,8 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
             ind += "    "
         a(f"{ind}sum_tab(gbuf[gm[{g}, 0] + b * gm[{g}, 1]:], n0, m, loc[{k}:{k} + m], pm[{r}, 2])")
     for i in range(S):
-        a(f"        gst0[{i}, n0:n1] = loc[{o_g[i]}:{o_g[i]} + m]")
+        a(f"        if gst0.shape[1] > 0:")
+        a(f"            gst0[{i}, n0:n1] = loc[{o_g[i]}:{o_g[i]} + m]")
     for g, i in enumerate(grads):
         r = rank[i]
         a(f"    reduce_tab(gtab, gm[{g}, 2], pm[{r}, 1], pm[{r}, 2], pm[{r}, 3], gbuf, gm[{g}, 0], gm[{g}, 1], "
@@ -700,19 +705,23 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
 # compile the streaming kernels, large ones compile them once (cached on disk)
 def _forward_kernel(cell: Cell, np_dtype, consts=(), stream=False, seg=False):
     key = (cell, np_dtype.str, consts, stream, seg)
-    with _lock:
-        fn = _FWD.get(key)
-        if fn is None:
-            fn = _FWD[key] = _build(cell, np_dtype, "fwd", None, consts, stream=stream, seg=seg)
+    fn = _FWD.get(key)
+    if fn is None:
+        with _lock:
+            fn = _FWD.get(key)
+            if fn is None:
+                fn = _FWD[key] = _build(cell, np_dtype, "fwd", None, consts, stream=stream, seg=seg)
     return fn
 
 
 def _backward_kernel(cell: Cell, np_dtype, surrogate: Surrogate, consts=(), grads=(), stream=False, seg=False):
     key = (cell, np_dtype.str, surrogate.grad_source, consts, grads, stream, seg)
-    with _lock:
-        fn = _BWD.get(key)
-        if fn is None:
-            fn = _BWD[key] = _build(cell, np_dtype, "bwd", surrogate.grad_source, consts, grads, stream, seg)
+    fn = _BWD.get(key)
+    if fn is None:
+        with _lock:
+            fn = _BWD.get(key)
+            if fn is None:
+                fn = _BWD[key] = _build(cell, np_dtype, "bwd", surrogate.grad_source, consts, grads, stream, seg)
     return fn
 
 
@@ -733,6 +742,20 @@ def _stream(out: np.ndarray, bl: int) -> bool:
     every block must start 64-byte aligned (the buffer pool aligns its buffers)."""
     return (out.nbytes >= STREAM_MIN_BYTES and out.ctypes.data % 64 == 0 and (out.shape[1] * out.itemsize) % 64 == 0
             and (bl * out.itemsize) % 64 == 0)
+
+
+def _x_rows(x_seq: torch.Tensor, T: int, N: int) -> torch.Tensor:
+    """The input as C rows ``[T, N]``, or ``[1, N]`` when every step is the same memory (stride 0 over time, e.g. a
+    direct-coded first layer): the kernels then read that one row T times instead of a T-fold copy."""
+    if T > 1 and x_seq.stride(0) == 0:
+        return x_seq[:1].reshape(1, N).contiguous()
+    x2 = x_seq.reshape(T, N)
+    return x2 if x2.is_contiguous() else x2.contiguous()
+
+
+def _is_const(g: torch.Tensor) -> bool:
+    """Whether ``g`` is one value broadcast to every element (every stride 0)."""
+    return g.numel() > 1 and all(st == 0 for st in g.stride())
 
 
 def _state_row(s: torch.Tensor, N: int) -> torch.Tensor:
@@ -808,29 +831,21 @@ class FusedCellFn(torch.autograd.Function):
         T = x_seq.shape[0]
         shape = x_seq.shape[1:]
         N = math.prod(shape)
-        x2 = x_seq.detach().reshape(T, N)
-        if not x2.is_contiguous():
-            x2 = x2.contiguous()
+        x2 = _x_rows(x_seq.detach(), T, N)
         dt = x2.dtype
         consts, arr = _split_params(cell, params)
         st = [_state_row(s, N) for s in states]
         # every array parameter as a table (no [N]-sized copy of a per-channel or shared value): one flat array,
         # pm[r] = (offset, Q, inner, steps) of the r-th
-        tabs = [_param_table(params[i], T, shape, N, dt) for i in arr]
-        pm = np.zeros((len(tabs), 4), dtype=np.int64)
-        off = 0
-        for r, (tab, q, inner, tp, _) in enumerate(tabs):
-            pm[r] = (off, q, inner, tp)
-            off += tab.shape[0]
-        tab = np.concatenate([t[0] for t in tabs]) if tabs else _np(x2.new_zeros(1))
+        tab, pm, tabs = _tables([params[i] for i in arr], T, shape, N, dt)
         # [T, N] outputs come from the CPU kernels' buffer pool (a fresh 16 MB buffer costs as much in page faults
         # as the whole kernel)
-        out = _POOL.empty(x2.shape, dt)
-        vseq = _POOL.empty(x2.shape, dt) if record else x2.new_empty(0, 0)
+        out = POOL.empty((T, N), dt)
+        vseq = POOL.empty((T, N), dt) if record else x2.new_empty(0, 0)
         st_last = torch.empty(S, N, dtype=dt)
-        _sync_threads(T * N)
+        sync_threads(T * N)
         seg, aligned = _segment_mode(tabs, tab.itemsize)
-        bl = run_block(_fwd_cap(cell, tab.itemsize, seg), N)
+        bl = fwd_block(_fwd_cap(cell, tab.itemsize, seg), N)
         kernel = _forward_kernel(cell, tab.dtype, consts, _stream(_np(out), bl) and aligned, seg)[0]
         bad = np.zeros((N + bl - 1) // bl, dtype=np.uint8)
         kernel(_np(x2), *[_np(s) for s in st], tab, pm, record, _np(out), _np(vseq), _np(st_last), bad, bl)
@@ -841,6 +856,7 @@ class FusedCellFn(torch.autograd.Function):
         ctx.save_for_backward(x2, *st)
         ctx.tab, ctx.pm = tab, pm
         ctx.cfg = (cell, surrogate, record, T, N, shape, consts, arr, [t[1:] for t in tabs], seg, aligned)
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None: the kernel reads none
         ctx.p_shapes = [p.shape if torch.is_tensor(p) else None for p in params]
         ctx.s_shapes = [s.shape for s in states]
         res = [out.reshape(x_seq.shape), vseq.reshape(x_seq.shape) if record else x2.new_empty(0)]
@@ -861,7 +877,13 @@ class FusedCellFn(torch.autograd.Function):
                 g = g.to(dt)
             return g if g.is_contiguous() else g.contiguous()
 
-        go = rows(g_out, T) if g_out is not None else x2.new_zeros(T, N)
+        gc = g_out is None or _is_const(g_out)
+        if g_out is None:
+            go = x2.new_zeros(1, 1)
+        elif gc:  # one value everywhere (e.g. from out.sum().backward()): the kernel reads it once
+            go = g_out.reshape(-1)[:1].reshape(1, 1).to(dt)
+        else:
+            go = rows(g_out, T)
         gv = rows(g_vseq, T) if (record and g_vseq is not None) else x2.new_empty(0, 0)
         gs = [_np(rows(g, 0)) if g is not None else _NO_GRAD[npdt] for g in g_states]
         needs = ctx.needs_input_grad
@@ -869,8 +891,8 @@ class FusedCellFn(torch.autograd.Function):
         # code and the block-buffer rows of the others)
         r_of = {i: r for r, i in enumerate(arr)}
         grads = tuple(i for i in arr if needs[5 + S + i])
-        _sync_threads(T * N)
-        bl = run_block(_bwd_cap(cell, grads, npdt.itemsize, seg), N)
+        sync_threads(T * N)
+        bl = bwd_block(_bwd_cap(cell, grads, npdt.itemsize, seg), N, T, S, npdt.itemsize)
         nblk = (N + bl - 1) // bl
         # per gradient: (offset in gbuf, runs per block, offset of its table in gtab); a block of bl neurons spans at
         # most bl // inner + 2 runs of one table entry
@@ -884,11 +906,12 @@ class FusedCellFn(torch.autograd.Function):
             ntab += tp * q
         gbuf = np.zeros(max(nbuf, 1), dtype=np.float64)
         gtab = np.zeros(max(ntab, 1), dtype=np.float64)
-        gx = _POOL.empty(x2.shape, dt)
+        gx = POOL.empty((T, N), dt)
         kernel = _backward_kernel(cell, npdt, surrogate, consts, grads, _stream(_np(gx), bl) and aligned, seg)[0]
-        gst0 = torch.empty(S, N, dtype=dt)
+        # dL/d(initial states): written only when one of them needs it
+        gst0 = torch.empty(S, N if any(needs[5:5 + S]) else 0, dtype=dt)
         alpha = npdt.type(surrogate.alpha)
-        kernel(_np(go), *gs, _np(gv), _np(x2), *[_np(s) for s in st], ctx.tab, ctx.pm, alpha, _np(gx), _np(gst0),
+        kernel(_np(go), gc, *gs, _np(gv), _np(x2), *[_np(s) for s in st], ctx.tab, ctx.pm, alpha, _np(gx), _np(gst0),
                gbuf, gm, gtab, bl)
         g_st = [gst0[i].reshape(shape).sum_to_size(ctx.s_shapes[i]) if needs[5 + i] else None for i in range(S)]
         g_p = [None] * cell.n_params
@@ -901,6 +924,34 @@ class FusedCellFn(torch.autograd.Function):
             # the table holds one value per element of the parameter unless the parameter was expanded
             g_p[i] = t.view(ps) if t.numel() == math.prod(ps) else t.view(tshape).sum_to_size(ps)
         return (None, None, None, None, gx.reshape((T, *shape)), *g_st, *g_p)
+
+
+_FLOAT_TABLES: dict = {}  # every array parameter a float: (tab, pm, tables) per (values, shapes, dtype)
+
+
+def _tables(ps: list, T: int, shape, N: int, dt: torch.dtype):
+    """The array parameters ``ps`` as one flat table ``tab`` (numpy), ``pm[r]`` = (offset, Q, inner, steps) of the
+    r-th, and the per-parameter tables of :func:`_param_table`.  When every one is a float the result depends on
+    the values and the shape only, and is made once (the kernels never write it)."""
+    key = None
+    if not any(torch.is_tensor(p) for p in ps):
+        key = (tuple(ps), T > 1, N, dt)
+        hit = _FLOAT_TABLES.get(key)
+        if hit is not None:
+            return hit
+    tabs = [_param_table(p, T, shape, N, dt) for p in ps]
+    pm = np.zeros((len(tabs), 4), dtype=np.int64)
+    off = 0
+    for r, (tab, q, inner, tp, _) in enumerate(tabs):
+        pm[r] = (off, q, inner, tp)
+        off += tab.shape[0]
+    tab = np.concatenate([t[0] for t in tabs]) if tabs else np.zeros(1, dtype=_NP_DTYPE[dt])
+    res = (tab, pm, tabs)
+    if key is not None:
+        if len(_FLOAT_TABLES) > 256:
+            _FLOAT_TABLES.clear()
+        _FLOAT_TABLES[key] = res
+    return res
 
 
 def _split_params(cell: Cell, params):

@@ -96,9 +96,8 @@ def kernels():
     if _MOD is None:
         with _lock:
             if _MOD is None:
-                from ._codegen import load_fixed_source
-                from .cpu import _numba
-                _numba()
+                from .runtime import load_fixed_source, start_numba
+                start_numba()
                 _MOD = load_fixed_source("nif", "nif_float64", SOURCE, "spikeforge_nif")
     return _MOD
 
@@ -109,7 +108,7 @@ class NIFSpikeTimeFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z_in, weight, bias_weight, theta):
         from ..functional.nif import SENTINEL
-        from .cpu import _sync_threads
+        from .runtime import sync_threads
 
         K = kernels()
         z_s, perm = torch.sort(z_in.detach().double(), dim=1, stable=True)
@@ -119,7 +118,7 @@ class NIFSpikeTimeFn(torch.autograd.Function):
         z_out = torch.empty((R, M), dtype=torch.float64)
         n_caus = torch.empty((R, M), dtype=torch.int64)
         wsum = torch.empty((R, M), dtype=torch.float64)
-        _sync_threads(R * M * 16)
+        sync_threads(R * M * 16)
         K.nif_fwd(z_s.numpy(), perm.numpy(), W.numpy(), bw.numpy(), float(theta), SENTINEL, z_out.numpy(),
                   n_caus.numpy(), wsum.numpy())
         ctx.save_for_backward(z_s, perm, W, z_out, n_caus, wsum)

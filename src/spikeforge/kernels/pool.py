@@ -23,7 +23,7 @@ import types
 
 import torch
 
-from ._codegen import cache_dir, load_generated
+from .runtime import cache_dir, load_generated, start_numba, sync_threads
 
 MAX_KERNEL = 16  # the window position is kept in one uint8: k * k <= 256
 MIN_ELEMENTS = 1 << 15  # below this torch's kernel is as fast (no thread start-up)
@@ -136,9 +136,7 @@ _MOD: list = []
 
 def _module():
     if not _MOD:
-        from .cpu import _numba
-
-        _numba()  # starts numba's pool first, keeping torch's thread count
+        start_numba()  # starts numba's pool first, keeping torch's thread count
         with _lock:
             if not _MOD:
                 d = cache_dir("pool")
@@ -185,13 +183,11 @@ def _nhwc(t: torch.Tensor):
 
 
 def _run_fwd(x, k, s, p):
-    from .cpu import _sync_threads
-
     N, C, H, W = x.shape
     OH, OW = _out_size(H, k, s, p), _out_size(W, k, s, p)
     out = torch.empty((N, C, OH, OW), dtype=x.dtype, memory_format=torch.channels_last)
     idx = torch.empty((N, C, OH, OW), dtype=torch.uint8, memory_format=torch.channels_last)
-    _sync_threads(x.numel())
+    sync_threads(x.numel())
     if (k, s, p) == (2, 2, 0):
         _module().maxpool2_fwd(_nhwc(x), _nhwc(out), _nhwc(idx))
     else:
@@ -210,13 +206,11 @@ class _MaxPool2dCL(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        from .cpu import _sync_threads
-
         (idx,) = ctx.saved_tensors
         k, s, p, shape = ctx.cfg
         g = g.contiguous(memory_format=torch.channels_last)
         gin = torch.empty(shape, dtype=g.dtype, memory_format=torch.channels_last)
-        _sync_threads(gin.numel())
+        sync_threads(gin.numel())
         _module().maxpool_bwd(_nhwc(g), _nhwc(idx), k, s, p, _nhwc(gin))
         return gin, None, None, None
 
