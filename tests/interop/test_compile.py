@@ -163,8 +163,8 @@ def _compiled_equals_eager(name, neuron="lif", batch=2, dtype=torch.float32, bac
     assert any(g is not None and bool(g.ne(0).any()) for g in g0), "degenerate test: no gradient"
     for a, b in zip(g1, g0):
         assert (a is None) == (b is None)
-        if a is not None:
-            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+        if a is not None:  # float32 sums reassociated by inductor through up to 50 layers: relative to the largest
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5 + 1e-4 * float(b.abs().max()))
     return m, x
 
 
