@@ -86,7 +86,7 @@ def test_backend_equals_reference(name, backend, dtype, monkeypatch):
     examples = cell_examples(name, dtype)
     for i, ex in enumerate(examples):
         if len(examples) > 1 and i % 2 != (dtype == torch.float32):
-            continue  # several examples (e.g. hard and soft reset, compiled as separate kernels): each runs in one dtype
+            continue  # several examples (separate kernels, e.g. hard and soft reset): each runs in one dtype
         if dtype == torch.float32:
             ex = _widen(ex, N_SEG)
         what = f"cell {name!r}{f' ({ex.label})' if ex.label else ''}, backend {backend!r}, {dtype}"
