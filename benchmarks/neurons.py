@@ -120,6 +120,18 @@ def norse_match_fn(backend="auto"):
     return lambda x: lif(2.0 * x, backend=backend, **kw)[0]
 
 
+CELL = "spikeforge cell driver"  # LIF_CELL through the generic numba driver of kernels/fused.py
+
+
+def cell_driver_fn():
+    from spikeforge.functional.lif import LIF_CELL, lif_params
+    from spikeforge.kernels.dispatch import run_cell
+
+    params = lif_params(1.0 / LIF_KW["tau"], LIF_KW["v_threshold"], LIF_KW["v_reset"], LIF_KW["decay_input"],
+                        LIF_KW["detach_reset"])
+    return lambda x: run_cell(LIF_CELL, x, params=params, surrogate=LIF_KW["surrogate"], backend="cpu")[0]
+
+
 ANCHORS = {  # name: (module to look for, factory)
     "SpikingJelly 2.0": ("spikingjelly", spikingjelly_fn),
     "snnTorch": ("snntorch", snntorch_fn),
@@ -187,7 +199,9 @@ def child(name: str, configs, repeat: int) -> dict:
             out[cname] = {"floor": median_time(lambda: floor_x.neg_(), repeat=repeat),
                           "traffic": median_time(traffic, repeat=repeat)}
         return out
-    if name.startswith("spikeforge"):
+    if name == CELL:
+        fns = {name: cell_driver_fn()}
+    elif name.startswith("spikeforge"):
         fns = {name: spikeforge_fn("auto" if name.startswith("spikeforge auto") else "reference")}
         if name.startswith("spikeforge auto") and installed("norse"):
             fns[NORSE_KEY] = norse_match_fn()
@@ -235,7 +249,7 @@ def main(argv=None) -> int:
     from spikeforge.kernels.dispatch import resolve_backend
 
     ours = OURS.format(auto=resolve_backend("auto", torch.zeros(1, 1)))
-    names = [ours, "spikeforge reference"]
+    names = [ours, CELL, "spikeforge reference"]
     missing = []
     for name, (mod, _) in ANCHORS.items():
         if installed(mod):
@@ -310,6 +324,8 @@ def main(argv=None) -> int:
         "the input it costs and its ratio to the traffic floor; for the others, how many times slower than it they "
         "are. The traffic floor is the memory traffic any forward + backward of this loss needs, timed with plain "
         "copies (`s.copy_(x); s.sum(); gx.copy_(x)`: no arithmetic, no call overhead), and shown in passes too. "
+        f"`{CELL}`: the same LIF written as a Cell (`functional/lif.py`, `LIF_CELL`) and run by the generic numba "
+        "driver every other neuron uses (`kernels/fused.py`), timed against the LIF kernel of `kernels/cpu.py`. "
         "Spikes of every column were checked identical to spikeforge's reference backend before timing. Every "
         "library runs with its own defaults: the script sets no environment variable (`OMP_WAIT_POLICY=PASSIVE` "
         "for all would slow the anchors more than spikeforge and inflate the ratios).",
