@@ -116,6 +116,30 @@ def test_cell_operator_registration_opcheck(name):
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 
+def test_unregistered_cell_or_surrogate_under_compile_is_one_clear_error():
+    """The operators find cells and surrogates by name when the compiled code runs, so only registered ones can
+    be compiled: anything else raises naming it (eagerly, a ValueError; compiled, dynamo's error carries it)."""
+    from spikeforge.kernels.cell import Cell
+    from spikeforge.kernels.ops import cell_key, surrogate_key
+    from spikeforge.surrogate import Surrogate, get_surrogate
+
+    alif = registered_cell("alif")
+    mine = Cell("mine", alif.step, alif.vjp, states=alif.states, params=alif.params,
+                no_grad_params=alif.no_grad_params, const_params=alif.const_params)
+    with pytest.raises(ValueError, match="cell: 'mine' is not a registered cell"):
+        cell_key(mine)
+    atan = get_surrogate("atan")
+    odd = Surrogate("odd", 1.0, lambda u, alpha: alpha * u, atan.primitive_fn)
+    with pytest.raises(ValueError, match="surrogate: 'odd' is not a registered surrogate"):
+        surrogate_key(odd)
+    ex = cell_examples("alif", torch.float64)[0]
+    torch._dynamo.reset()
+    f = torch.compile(lambda x: run_cell(mine, x, ex.states, ex.params, backend="cpu")[0], fullgraph=True,
+                      backend="aot_eager")
+    with pytest.raises((ValueError, torch._dynamo.exc.Unsupported), match="'mine' is not a registered cell"):
+        f(ex.x)
+
+
 def test_zoo_mlp_compiles_fullgraph_and_exports():
     torch.manual_seed(0)
     m = create_model("mlp", num_classes=3, in_channels=1, T=2, input_size=8, hidden=(16,))

@@ -178,10 +178,9 @@ def find_cell(name: str):
 
 def cell_key(cell) -> str:
     """The operators' name for ``cell``, checked to name this very cell."""
-    from .cell import CELLS
+    from .cell import CELLS, registered_cell
 
-    entry = CELLS._entries.get(cell.name.lower())
-    if entry is None or entry.meta["cell"] is not cell:
+    if cell.name.lower() not in CELLS.list() or registered_cell(cell.name) is not cell:
         raise ValueError(f"cell: {cell.name!r} is not a registered cell (or another cell has its name); under "
                          f"torch.compile the fused kernels run registered cells only ({', '.join(CELLS.list())}): "
                          "register yours with spikeforge.kernels.cell.register_cell")
