@@ -1,7 +1,7 @@
 r"""GLIF: the unified gated leaky integrate-and-fire neuron (Yao et al., NeurIPS 2022, arXiv 2210.13768).
 
 Per time step, with gates :math:`\alpha, \beta, \gamma \in [0, 1]` mixing pairs of biological features
-(card ``glif-gated-lif.md``; the update of the official ``LIFSpike_CW``):
+(the update of the official ``LIFSpike_CW``):
 
 .. math::
     I_t &= x_t\,(1 - \beta\,(1 - c_t))                              &\text{(constant vs time-dependent conductance)}\\

@@ -5,7 +5,7 @@ with ``model.T=1``) and return a tensor of the same shape; they hold parameters 
 :func:`spikeforge.convert.convert` replaces each of them by an IF neuron.
 
 - ``relu``: :math:`y = \max(x, 0)`.
-- ``clip`` (TCL, Ho & Chang, DAC 2021; card ``tcl-trainable-clipping.md``): :math:`y = \min(\max(x, 0), \lambda)`
+- ``clip`` (TCL, Ho & Chang, DAC 2021): :math:`y = \min(\max(x, 0), \lambda)`
   with a trainable bound :math:`\lambda` per layer and the PACT gradients
   :math:`\partial y/\partial x = 1[0 < x < \lambda]`, :math:`\partial y/\partial\lambda = 1[x \ge \lambda]`.
   The paper's :math:`\tfrac{\beta}{2}\sum_l\lambda_l^2` term is the optimiser's weight decay on
