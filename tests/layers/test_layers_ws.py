@@ -74,6 +74,6 @@ def test_convnet_norm_option():
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in ws.modules())
     assert sum(isinstance(m, ScaledWSConv2d) for m in ws.modules()) == 2
     assert ws(torch.rand(3, 1, 16, 16)).shape == (2, 3, 10)
-    with pytest.raises(ValueError, match=r"^norm: unknown value 'ln'; allowed: 'bn' \(BatchNorm2d after each conv\), "
-                                         r"'ws' \(scaled weight standardisation"):
+    with pytest.raises(ValueError, match=r"^model\.kwargs\.norm: unknown value 'ln'; allowed: "
+                                         r"'bn' \(BatchNorm2d after each conv\), 'ws' \(scaled weight standardisation"):
         create_model("convnet", T=2, input_size=16, norm="ln")
