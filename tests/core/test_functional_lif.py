@@ -166,6 +166,7 @@ def test_named_backend_never_replaced():
         lif(torch.zeros(2, 2, dtype=torch.float16), backend="cpu")
 
 
-def test_triton_backend_on_cpu_tensor_is_an_error():
+def test_triton_backend_on_cpu_tensor_is_an_error(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # tests/conftest.py turns the interpreter on, which takes CPU tensors
     with pytest.raises(ValueError, match="triton"):
         lif(torch.zeros(2, 2), backend="triton")
