@@ -92,6 +92,7 @@ class SavedBytes:
 
 
 DDP_SCRIPT = r'''
+import os
 import sys
 
 import torch
@@ -144,6 +145,8 @@ def worker(rank, world, path):
         if rank == 0:
             torch.save(net.state_dict(), f"{path}/ddp{i}.pt")
     dist.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)  # the results are saved; a worker's interpreter teardown can abort in gloo's threads (SIGABRT)
 
 
 if __name__ == "__main__":
