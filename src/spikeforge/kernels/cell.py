@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 from typing import Callable
@@ -288,3 +289,20 @@ def uniform(g: torch.Generator, dtype: torch.dtype, shape, lo: float = 0.0, hi: 
     that requires a gradient with ``grad``: the building block of the examples."""
     t = (lo + (hi - lo) * torch.rand(tuple(shape), generator=g)).to(dtype)
     return t.requires_grad_(grad)
+
+
+@functools.lru_cache(maxsize=None)
+def vjp_reads_states(cell: Cell) -> bool:
+    """Whether ``cell.vjp`` reads any of its state arguments.  When it does not (e.g. the sigma-delta quantiser,
+    whose gradient is straight through), the backward skips the replay of the forward."""
+    import dis
+
+    code = cell.vjp.__code__
+    S = cell.n_states
+    names = set(code.co_varnames[S + 2:2 * S + 2])  # vjp(g_out, *g_new_states, x, *states, ...)
+    for ins in dis.get_instructions(code):
+        if ins.opname.startswith("LOAD_FAST") or ins.opname in ("LOAD_DEREF", "LOAD_CLOSURE"):
+            val = ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)
+            if names & set(val):
+                return True
+    return False

@@ -76,7 +76,7 @@ import numpy as np
 import torch
 
 from ..surrogate import Surrogate, bind
-from .cell import Cell
+from .cell import Cell, vjp_reads_states
 from .runtime import POOL, PREFETCH_SOURCE, STORE_NT_SOURCE, cache_dir, load_generated, start_numba, sync_threads
 
 L1_BYTES = 24 * 1024  # the backward's block buffer (states, parameters, gradients) should stay in L1
@@ -388,22 +388,6 @@ def _backward_rows(cell: Cell, grads: tuple, seg: bool = False) -> int:
     segment mode the parameters have no rows, but the block keeps the size it has with them: a longer block
     doubles the replay's T x S x block history, and GLIF's backward ran 7% slower with it (1 thread, measured)."""
     return 2 * cell.n_states + (cell.n_params - len(cell.const_params)) + len(grads)
-
-
-def vjp_reads_states(cell: Cell) -> bool:
-    """Whether ``cell.vjp`` reads any of its state arguments.  When it does not (e.g. the sigma-delta quantiser,
-    whose gradient is straight through), the backward skips the replay of the forward."""
-    import dis
-
-    code = cell.vjp.__code__
-    S = cell.n_states
-    names = set(code.co_varnames[S + 2:2 * S + 2])  # vjp(g_out, *g_new_states, x, *states, ...)
-    for ins in dis.get_instructions(code):
-        if ins.opname.startswith("LOAD_FAST") or ins.opname in ("LOAD_DEREF", "LOAD_CLOSURE"):
-            val = ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)
-            if names & set(val):
-                return True
-    return False
 
 
 def _param_slots(P: int, consts: dict, first_row: int, blk: int, seg: bool = False):

@@ -40,7 +40,6 @@ Example (needs a CUDA device and triton):
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import threading
@@ -49,6 +48,7 @@ import torch
 
 from ..surrogate import Surrogate, bind
 from ._layout import is_const as _is_const
+from .cell import vjp_reads_states
 from ._layout import state_vec as _state_vec
 
 BLOCK = 256
@@ -165,22 +165,6 @@ def _const_value(v: float):
     a spike cap), else the float."""
     v = float(v)
     return int(v) if v.is_integer() else v
-
-
-@functools.lru_cache(maxsize=None)
-def vjp_reads_states(cell) -> bool:
-    """Whether ``cell.vjp`` reads any of its state arguments (if not, the backward skips the replay)."""
-    import dis
-
-    code = cell.vjp.__code__
-    S = cell.n_states
-    names = set(code.co_varnames[S + 2:2 * S + 2])  # vjp(g_out, *g_new_states, x, *states, ...)
-    for ins in dis.get_instructions(code):
-        if ins.opname.startswith("LOAD_FAST") or ins.opname in ("LOAD_DEREF", "LOAD_CLOSURE"):
-            val = ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)
-            if names & set(val):
-                return True
-    return False
 
 
 def _cell_source(fn, new_name: str) -> str:
