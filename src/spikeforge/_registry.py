@@ -173,3 +173,20 @@ def _wrong_kind(p: inspect.Parameter, value) -> str | None:
         if elem and any(isinstance(v, _CONFIG_TYPES) and not any(_fits(v, k) for k in elem) for v in value):
             return f"a list of {' or '.join(_KINDS[k][2] for k in elem)}{default}"
     return None
+
+
+def import_submodules(package: str, path, namespace: dict, names: list) -> None:
+    """Import every public module of ``package`` (whose ``__path__`` is ``path``), so that what it defines registers
+    itself, and export the names in each module's ``__all__`` into ``namespace`` (the package's globals), adding
+    them to ``names`` (its ``__all__``): a new neuron's file is picked up without editing the package's
+    ``__init__``."""
+    import importlib
+    import pkgutil
+
+    for m in pkgutil.iter_modules(path):
+        if not m.name.startswith("_"):
+            mod = importlib.import_module(f"{package}.{m.name}")
+            for name in getattr(mod, "__all__", ()):
+                namespace[name] = getattr(mod, name)
+                if name not in names:
+                    names.append(name)

@@ -167,3 +167,65 @@ def test_forward_mode_ad_is_not_dropped_by_the_no_grad_shortcut():
         dual = fwAD.make_dual(x, torch.ones_like(x))
         with pytest.raises(NotImplementedError, match="jvp"):
             lif(dual, backend="cpu")
+
+
+# --- the same short cuts in the generic cell path (spikeforge.kernels.dispatch.run_cell) -------------------------
+def _alif_run(x, states, backend, grad):
+    from spikeforge.functional.alif import ALIF_CELL
+    from spikeforge.kernels.dispatch import run_cell
+
+    k = torch.tensor([0.5, 0.25, 0.75]).requires_grad_(grad)
+    return run_cell(ALIF_CELL, x, states, params=(k, 1.0, 0.2, 0.9, 0.0, 1.0), backend=backend, record=True)
+
+
+def test_cell_forward_alone_without_gradients_gives_the_same_outputs():
+    x = torch.randn(6, 2, 3, generator=torch.Generator().manual_seed(8)) * 2
+    s1, st1, v1 = _alif_run(x.clone().requires_grad_(), None, "cpu", True)
+    with torch.no_grad():
+        s2, st2, v2 = _alif_run(x, None, "cpu", True)
+    s3, st3, v3 = _alif_run(x, None, "cpu", False)  # grad mode, but nothing requires a gradient
+    s4, st4, v4 = _alif_run(x, None, "reference", False)
+    assert s1.grad_fn is not None and s2.grad_fn is None and s3.grad_fn is None
+    for out in ((s2, *st2, v2), (s3, *st3, v3), (s4, *st4, v4)):
+        for a, b in zip((s1, *st1, v1), out):
+            assert torch.equal(a.detach(), b)
+    with pytest.raises(ValueError, match="x_seq: contains NaN or inf"):
+        with torch.no_grad():
+            _alif_run(torch.full((2, 1, 3), float("nan")), None, "cpu", False)
+
+
+def test_cell_states_given_as_numbers_equal_the_same_tensors():
+    x = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(9)) * 2
+    ref = None
+    for states in ((0.25, 0.5), (torch.full((2, 3), 0.25), torch.full((2, 3), 0.5)),
+                   (torch.tensor(0.25).expand(2, 3), 0.5)):
+        for backend in ("cpu", "reference"):
+            xx = x.clone().requires_grad_()
+            s, st, v = _alif_run(xx, states, backend, True)
+            (s.sum() + st[0].square().sum() + v.sum()).backward()
+            out = (s, *st, v, xx.grad)
+            if ref is None:
+                ref = out
+            assert torch.equal(out[0], ref[0])
+            for a, b in zip(out[1:], ref[1:]):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_cell_in_place_change_of_a_state_after_the_forward_is_caught():
+    x = torch.randn(3, 2, 3, generator=torch.Generator().manual_seed(10)).requires_grad_()
+    v0 = torch.zeros(2, 3)
+    s, _, _ = _alif_run(x, (v0, 0.0), "cpu", True)
+    v0.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        s.sum().backward()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_cell_forward_mode_ad_is_not_dropped_by_the_no_grad_shortcut():
+    import torch.autograd.forward_ad as fwAD
+
+    x = torch.rand(4, 2, 3)
+    with torch.no_grad(), fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        with pytest.raises(NotImplementedError, match="jvp"):
+            _alif_run(dual, None, "cpu", False)

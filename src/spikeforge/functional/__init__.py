@@ -25,14 +25,6 @@ __all__ += ["noisy_if", "noisy_if_expectation", "noisy_if_step"]
 
 # every other module of this package (a new neuron's file): imported, so its cell registers itself, and the names in
 # its __all__ exported here
-import importlib as _importlib  # noqa: E402
-import pkgutil as _pkgutil  # noqa: E402
+from .._registry import import_submodules as _import_submodules  # noqa: E402
 
-for _m in _pkgutil.iter_modules(__path__):
-    if not _m.name.startswith("_"):
-        _mod = _importlib.import_module(f"{__name__}.{_m.name}")
-        for _name in getattr(_mod, "__all__", ()):
-            globals()[_name] = getattr(_mod, _name)
-            if _name not in __all__:
-                __all__.append(_name)
-del _importlib, _pkgutil
+_import_submodules(__name__, __path__, globals(), __all__)

@@ -348,10 +348,12 @@ def block_size(n_rows: int, itemsize: int, budget: int = L1_BYTES, max_block: in
     return blk
 
 
+@functools.lru_cache(maxsize=None)
 def _fwd_cap(cell: Cell, itemsize: int, seg: bool = False) -> int:
     return block_size(_forward_rows(cell, seg), itemsize, FWD_BYTES, FWD_MAX_BLOCK)
 
 
+@functools.lru_cache(maxsize=None)
 def _bwd_cap(cell: Cell, grads: tuple, itemsize: int, seg: bool = False) -> int:
     return block_size(_backward_rows(cell, grads, seg), itemsize, L1_BYTES, MAX_BLOCK)
 
@@ -385,8 +387,8 @@ def _forward_rows(cell: Cell, seg: bool = False) -> int:
 
 def _backward_rows(cell: Cell, grads: tuple, seg: bool = False) -> int:
     """Rows of the backward's block buffer: states, array parameters, state gradients, parameter gradients.  In
-    segment mode the parameters have no rows, but the block keeps the size it has with them: a longer block
-    doubles the replay's T x S x block history, and GLIF's backward ran 7% slower with it (1 thread, measured)."""
+    segment mode the parameters have no rows, but the block keeps the size it has with them (docs/kernels.md says
+    why)."""
     return 2 * cell.n_states + (cell.n_params - len(cell.const_params)) + len(grads)
 
 
@@ -715,6 +717,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 _NP_DTYPE = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 _NO_GRAD = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
+_NO_GRAD2 = {dt: np.empty((0, 0), dt) for dt in _NO_GRAD}
 
 
 STREAM_MIN_BYTES = 16 << 20  # [T, N] outputs at least this large are written by non-temporal stores
@@ -742,14 +745,24 @@ def _is_const(g: torch.Tensor) -> bool:
     return g.numel() > 1 and all(st == 0 for st in g.stride())
 
 
-def _state_row(s: torch.Tensor, N: int) -> torch.Tensor:
-    """An initial state as a row of N values, or of one value when it is one value broadcast (stride 0, e.g. the
-    default zeros): the kernels fill a block's state from either."""
+@functools.lru_cache(maxsize=1024)
+def _shared(value: float, dt: torch.dtype) -> np.ndarray:
+    """One value as the length-1 array the kernels take (shared: the kernels never write it)."""
+    return np.full(1, value, dtype=_NP_DTYPE[dt])
+
+
+def _state_row(s, N: int, dt: torch.dtype) -> np.ndarray:
+    """An initial state as the row of N values the kernels read, or one value when it is a float or one value
+    broadcast (stride 0, e.g. the default zeros): the kernels fill a block's state from either."""
+    if not torch.is_tensor(s):
+        return _shared(float(s), dt)
     s = s.detach()
+    if s.dtype != dt:
+        s = s.to(dt)
     if N > 1 and s.numel() == N and all(st == 0 for st in s.stride()):
-        return s[(0,) * s.dim()].reshape(1)
+        return s[(0,) * s.dim()].reshape(1).numpy()
     s = s.reshape(N)
-    return s if s.is_contiguous() else s.contiguous()
+    return (s if s.is_contiguous() else s.contiguous()).numpy()
 
 
 def _param_table(p, T: int, shape, N: int, dtype: torch.dtype):
@@ -801,55 +814,86 @@ def _segment_mode(tabs, itemsize: int) -> tuple[bool, bool]:
     return True, all(inner * itemsize % 64 == 0 for inner in runs)
 
 
+def backward_inputs(cell: Cell, x_seq: torch.Tensor, states, params) -> tuple:
+    """What the backward kernel reads besides the gradients: ``(x as [T, N] or [1, N] rows, the initial states as
+    rows, the parameter table, its layout pm, (T, N, step shape, constants, array parameter indices, per-table
+    layouts, segment mode, aligned runs))``.  Built from the forward's inputs alone (no kernel runs)."""
+    T = x_seq.shape[0]
+    shape = x_seq.shape[1:]
+    N = math.prod(shape)
+    x2 = _x_rows(x_seq.detach(), T, N)
+    dt = x2.dtype
+    consts, arr = _split_params(cell, params)
+    st = [_state_row(s, N, dt) for s in states]
+    # every array parameter as a table (no [N]-sized copy of a per-channel or shared value): one flat array,
+    # pm[r] = (offset, Q, inner, steps) of the r-th
+    tab, pm, tabs = _tables([params[i] for i in arr], T, shape, N, dt)
+    seg, aligned = _segment_mode(tabs, tab.itemsize)
+    return x2, st, tab, pm, (T, N, shape, consts, arr, [t[1:] for t in tabs], seg, aligned)
+
+
+def fused_forward(cell: Cell, record: bool, check: bool, x_seq: torch.Tensor, states, params):
+    """Run ``cell``'s forward kernel over ``x_seq [T, ...]``: ``(results, saved)``, where ``results`` is
+    ``(out [T, ...], v_seq [T, ...] or empty, *final_states)`` and ``saved`` what the backward needs
+    (:func:`backward_inputs`: the backward replays the forward block by block instead of saving ``[T, N]``
+    states).  States and parameters are floats or tensors; nothing here records a gradient (see
+    :class:`FusedCellFn`)."""
+    saved = backward_inputs(cell, x_seq, states, params)
+    x2, st, tab, pm, (T, N, shape, consts, _, _, seg, aligned) = saved
+    S = cell.n_states
+    dt = x2.dtype
+    # outputs and final states come from the CPU kernels' buffer pool (a fresh 16 MB buffer costs as much in page
+    # faults as the whole kernel)
+    out = POOL.empty((T, N), dt)
+    vseq = POOL.empty((T, N), dt) if record else _EMPTY2[dt]
+    st_last = POOL.empty((S, N), dt)
+    sync_threads(T * N)
+    bl = fwd_block(_fwd_cap(cell, tab.itemsize, seg), N)
+    on = out.numpy()
+    kernel = _forward_kernel(cell, tab.dtype, consts, _stream(on, bl) and aligned, seg)[0]
+    bad = np.zeros((N + bl - 1) // bl, dtype=np.uint8)
+    kernel(x2.numpy(), *st, tab, pm, record, on, vseq.numpy(), st_last.numpy(), bad, bl)
+    if check and bad.any():
+        raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
+    res = [out.view(x_seq.shape), vseq.view(x_seq.shape) if record else vseq.view(0)]
+    res += [st_last[i].view(shape) for i in range(S)]
+    return tuple(res), saved
+
+
+_EMPTY2 = {torch.float32: torch.empty(0, 0, dtype=torch.float32), torch.float64: torch.empty(0, 0, dtype=torch.float64)}
+
+
 class FusedCellFn(torch.autograd.Function):
     """Fused numba forward/backward of any :class:`Cell` over a whole sequence ``[T, ...]``.
 
     ``apply(cell, surrogate, record, check, x_seq, *states, *params)`` returns
-    ``(out [T, ...], v_seq [T, ...] or empty, *final_states)``.  Parameters are floats or tensors.
+    ``(out [T, ...], v_seq [T, ...] or empty, *final_states)``.  States and parameters are floats or tensors.
     """
 
     @staticmethod
     def forward(ctx, cell, surrogate, record, check, x_seq, *args):
         S = cell.n_states
         states, params = args[:S], args[S:]
-        T = x_seq.shape[0]
-        shape = x_seq.shape[1:]
-        N = math.prod(shape)
-        x2 = _x_rows(x_seq.detach(), T, N)
-        dt = x2.dtype
-        consts, arr = _split_params(cell, params)
-        st = [_state_row(s, N) for s in states]
-        # every array parameter as a table (no [N]-sized copy of a per-channel or shared value): one flat array,
-        # pm[r] = (offset, Q, inner, steps) of the r-th
-        tab, pm, tabs = _tables([params[i] for i in arr], T, shape, N, dt)
-        # [T, N] outputs come from the CPU kernels' buffer pool (a fresh 16 MB buffer costs as much in page faults
-        # as the whole kernel)
-        out = POOL.empty((T, N), dt)
-        vseq = POOL.empty((T, N), dt) if record else x2.new_empty(0, 0)
-        st_last = torch.empty(S, N, dtype=dt)
-        sync_threads(T * N)
-        seg, aligned = _segment_mode(tabs, tab.itemsize)
-        bl = fwd_block(_fwd_cap(cell, tab.itemsize, seg), N)
-        kernel = _forward_kernel(cell, tab.dtype, consts, _stream(_np(out), bl) and aligned, seg)[0]
-        bad = np.zeros((N + bl - 1) // bl, dtype=np.uint8)
-        kernel(_np(x2), *[_np(s) for s in st], tab, pm, record, _np(out), _np(vseq), _np(st_last), bad, bl)
-        if check and bad.any():
-            raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
-        # saved for backward: x (the input itself, no copy when contiguous), the initial states (as given) and the
-        # parameter tables: the backward replays the forward block by block instead of saving [T, N] states
-        ctx.save_for_backward(x2, *st)
-        ctx.tab, ctx.pm = tab, pm
-        ctx.cfg = (cell, surrogate, record, T, N, shape, consts, arr, [t[1:] for t in tabs], seg, aligned)
+        res, saved = fused_forward(cell, record, check, x_seq, states, params)
+        FusedCellFn.keep(ctx, cell, surrogate, record, states, params, saved)
+        return res
+
+    @staticmethod
+    def keep(ctx, cell, surrogate, record, states, params, saved) -> None:
+        """Store on ``ctx`` what :meth:`backward` reads (``saved``: :func:`backward_inputs`)."""
+        x2, st, tab, pm, cfg = saved
+        # the given state tensors are saved too, so that autograd refuses a backward after they changed in place
+        ctx.save_for_backward(x2, *(s for s in states if torch.is_tensor(s)))
+        ctx.st, ctx.tab, ctx.pm = st, tab, pm  # numpy rows and tables: copies, or views of the inputs
+        ctx.cfg = (cell, surrogate, record, *cfg)
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None: the kernel reads none
         ctx.p_shapes = [p.shape if torch.is_tensor(p) else None for p in params]
-        ctx.s_shapes = [s.shape for s in states]
-        res = [out.reshape(x_seq.shape), vseq.reshape(x_seq.shape) if record else x2.new_empty(0)]
-        res += [st_last[i].reshape(shape) for i in range(S)]
-        return tuple(res)
+        ctx.s_shapes = [s.shape if torch.is_tensor(s) else None for s in states]
 
     @staticmethod
     def backward(ctx, g_out, g_vseq, *g_states):
-        x2, *st = ctx.saved_tensors
+        x2 = ctx.saved_tensors[0]
+        st = ctx.st
         cell, surrogate, record, T, N, shape, consts, arr, tinfo, seg, aligned = ctx.cfg
         S = cell.n_states
         dt = x2.dtype
@@ -862,13 +906,13 @@ class FusedCellFn(torch.autograd.Function):
             return g if g.is_contiguous() else g.contiguous()
 
         gc = g_out is None or _is_const(g_out)
-        if g_out is None:
-            go = x2.new_zeros(1, 1)
-        elif gc:  # one value everywhere (e.g. from out.sum().backward()): the kernel reads it once
-            go = g_out.reshape(-1)[:1].reshape(1, 1).to(dt)
+        if gc:  # one value everywhere (e.g. from out.sum().backward()), or none: the kernel reads it once
+            go = np.zeros((1, 1), dtype=npdt)
+            if g_out is not None:
+                go[0, 0] = g_out.detach().numpy()[(0,) * g_out.dim()]
         else:
-            go = rows(g_out, T)
-        gv = rows(g_vseq, T) if (record and g_vseq is not None) else x2.new_empty(0, 0)
+            go = _np(rows(g_out, T))
+        gv = _np(rows(g_vseq, T)) if (record and g_vseq is not None) else _NO_GRAD2[npdt]
         gs = [_np(rows(g, 0)) if g is not None else _NO_GRAD[npdt] for g in g_states]
         needs = ctx.needs_input_grad
         # the backward kernel is specialised for the parameters whose gradient is needed (the compiler drops the
@@ -895,11 +939,10 @@ class FusedCellFn(torch.autograd.Function):
         # dL/d(initial states): written only when one of them needs it
         gst0 = torch.empty(S, N if any(needs[5:5 + S]) else 0, dtype=dt)
         alpha = npdt.type(surrogate.alpha)
-        kernel(_np(go), gc, *gs, _np(gv), _np(x2), *[_np(s) for s in st], ctx.tab, ctx.pm, alpha, _np(gx), _np(gst0),
-               gbuf, gm, gtab, bl)
+        kernel(go, gc, *gs, gv, _np(x2), *st, ctx.tab, ctx.pm, alpha, _np(gx), _np(gst0), gbuf, gm, gtab, bl)
         g_st = [gst0[i].reshape(shape).sum_to_size(ctx.s_shapes[i]) if needs[5 + i] else None for i in range(S)]
         g_p = [None] * cell.n_params
-        gtab_t = torch.from_numpy(gtab).to(dt)  # every table at once: one conversion, then views
+        gtab_t = torch.from_numpy(gtab).to(dt) if grads else None  # every table at once: one conversion, then views
         for g, i in enumerate(grads):
             q, inner, tp, tshape = tinfo[r_of[i]]
             o = int(gm[g, 2])
@@ -907,7 +950,7 @@ class FusedCellFn(torch.autograd.Function):
             ps = ctx.p_shapes[i]
             # the table holds one value per element of the parameter unless the parameter was expanded
             g_p[i] = t.view(ps) if t.numel() == math.prod(ps) else t.view(tshape).sum_to_size(ps)
-        return (None, None, None, None, gx.reshape((T, *shape)), *g_st, *g_p)
+        return (None, None, None, None, gx.view((T, *shape)), *g_st, *g_p)
 
 
 _FLOAT_TABLES: dict = {}  # every array parameter a float: (tab, pm, tables) per (values, shapes, dtype)
@@ -940,15 +983,21 @@ def _tables(ps: list, T: int, shape, N: int, dt: torch.dtype):
 
 def _split_params(cell: Cell, params):
     """``(values of cell.const_params, indices of the other parameters, which the kernels take as tables)``."""
-    consts, arr = [], []
-    for i, (name, p) in enumerate(zip(cell.params, params)):
-        if name not in cell.const_params:
-            arr.append(i)
-            continue
+    cidx, arr = _param_kinds(cell)
+    consts = []
+    for i in cidx:
+        p = params[i]
         if torch.is_tensor(p):
             if p.numel() != 1:
-                raise ValueError(f"{name}: the fused kernel of {cell.name!r} needs one value for the whole layer "
-                                 f"(it is compiled in), got a tensor of shape {tuple(p.shape)}")
+                raise ValueError(f"{cell.params[i]}: the fused kernel of {cell.name!r} needs one value for the whole "
+                                 f"layer (it is compiled in), got a tensor of shape {tuple(p.shape)}")
             p = p.item()
         consts.append(float(p))
     return tuple(consts), arr
+
+
+@functools.lru_cache(maxsize=None)
+def _param_kinds(cell: Cell) -> tuple:
+    """``(indices of cell.const_params, indices of the other parameters)`` in ``cell.params`` order."""
+    cidx = tuple(i for i, n in enumerate(cell.params) if n in cell.const_params)
+    return cidx, tuple(i for i in range(cell.n_params) if i not in cidx)

@@ -230,13 +230,15 @@ def cell_bwd(cell: str, surrogate: str, record: bool, x_seq: Tensor, states: lis
              params_f: list[float], g_out: Tensor | None, g_vseq: Tensor | None, g_states: list[Tensor | None],
              needs: list[bool]) -> list[Tensor]:
     """The fused backward: ``[dx, *d states, *d tensor params]``, an empty tensor where ``needs`` (one flag per
-    state and per tensor parameter) says no gradient.  It replays the forward first: that rebuilds the parameter
-    tables the backward kernel reads."""
-    from .fused import FusedCellFn
+    state and per tensor parameter) says no gradient.  The parameter tables the backward kernel reads are rebuilt
+    from the forward's inputs (no forward kernel runs)."""
+    from .fused import FusedCellFn, backward_inputs
 
     ctx = _Saved()
     params = _cell_params(params_t, params_f)
-    FusedCellFn.forward(ctx, find_cell(cell), find_surrogate(surrogate), record, False, x_seq, *states, *params)
+    c = find_cell(cell)
+    saved = backward_inputs(c, x_seq, states, params)
+    FusedCellFn.keep(ctx, c, find_surrogate(surrogate), record, states, params, saved)
     S = len(states)
     it = iter(needs[S:])
     ctx.needs_input_grad = (False, False, False, False, True, *needs[:S],

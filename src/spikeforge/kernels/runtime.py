@@ -273,7 +273,7 @@ class BufferPool:
     kept; :meth:`clear` releases them.
     """
 
-    def __init__(self, min_bytes: int = 1 << 20, max_free_bytes: int = 1 << 30):
+    def __init__(self, min_bytes: int = 1 << 18, max_free_bytes: int = 1 << 30):
         self.min_bytes, self.max_free_bytes = min_bytes, max_free_bytes
         self.free: dict = {}
         self.free_bytes = 0
