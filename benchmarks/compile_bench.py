@@ -2,7 +2,7 @@
 
 Compilation is excluded (timed separately: the first compiled step); the median of ``--repeat`` steps after
 ``--warmup`` untimed ones.  In the compiled model the fused neuron kernels run as the custom operators of
-``spikeforge.kernels.ops`` (``lif_fwd``/``lif_bwd`` for LIF, ``cell_fwd``/``cell_bwd`` for any other cell).  A case
+``spikeforge.kernels.ops`` (``cell_fwd``/``cell_bwd`` for every cell, the LIF family included).  A case
 is ``MODEL`` or ``MODEL:NEURON`` (the zoo model with that neuron).  Writes the ``compile`` section of
 docs/benchmarks.md.
 

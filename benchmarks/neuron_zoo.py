@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         "`spikeforge.kernels.fused`: vectorised row loops, in segment mode here (every parameter is shared or "
         "per channel, so the loops take them as scalars), the backward replays the forward per block, GLIF's "
         "conductance current is computed inside the kernel; STL and "
-        "PLIF run the LIF kernel of `kernels/cpu.py`), reference = the plain "
+        "PLIF run the LIF family's cell), reference = the plain "
         "torch loop (`backend='reference'`). SpikingJelly 2.0 (`--no-deps`), torch backend: `GatedLIFNode` for "
         "GLIF, `ParametricLIFNode` for PLIF. The machine is shared (2 cores), so expect noise; "
         f"the first columns use torch's default {torch.get_num_threads()} threads, the 1-thread columns "

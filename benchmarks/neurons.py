@@ -120,16 +120,7 @@ def norse_match_fn(backend="auto"):
     return lambda x: lif(2.0 * x, backend=backend, **kw)[0]
 
 
-CELL = "spikeforge cell driver"  # LIF_CELL through the generic numba driver of kernels/fused.py
-
-
-def cell_driver_fn():
-    from spikeforge.functional.lif import LIF_CELL, lif_params
-    from spikeforge.kernels.dispatch import run_cell
-
-    params = lif_params(1.0 / LIF_KW["tau"], LIF_KW["v_threshold"], LIF_KW["v_reset"], LIF_KW["decay_input"],
-                        LIF_KW["detach_reset"])
-    return lambda x: run_cell(LIF_CELL, x, params=params, surrogate=LIF_KW["surrogate"], backend="cpu")[0]
+BASELINE = "spikeforge auto, baseline"  # --baseline PATH: the same call on another source tree (e.g. an old commit)
 
 
 ANCHORS = {  # name: (module to look for, factory)
@@ -199,11 +190,9 @@ def child(name: str, configs, repeat: int) -> dict:
             out[cname] = {"floor": median_time(lambda: floor_x.neg_(), repeat=repeat),
                           "traffic": median_time(traffic, repeat=repeat)}
         return out
-    if name == CELL:
-        fns = {name: cell_driver_fn()}
-    elif name.startswith("spikeforge"):
+    if name.startswith("spikeforge"):
         fns = {name: spikeforge_fn("auto" if name.startswith("spikeforge auto") else "reference")}
-        if name.startswith("spikeforge auto") and installed("norse"):
+        if name.startswith("spikeforge auto") and name != BASELINE and installed("norse"):
             fns[NORSE_KEY] = norse_match_fn()
     else:
         fns = {name: ANCHORS[name][1]()}
@@ -229,7 +218,11 @@ def child(name: str, configs, repeat: int) -> dict:
 
 def run_child(name: str, args) -> dict:
     cmd = [sys.executable, __file__, "--child", name, "--repeat", str(args.repeat)] + (["--quick"] if args.quick else [])
-    out = subprocess.run(cmd, capture_output=True, text=True)  # the environment the script was started with
+    env = None  # the environment the script was started with
+    if name == BASELINE:  # the baseline tree's spikeforge is imported first
+        src = str(Path(args.baseline).resolve() / "src")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         raise RuntimeError(f"{name}: child failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -240,6 +233,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small inputs, print only (no docs update)")
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=3, help="processes per library, interleaved")
+    ap.add_argument("--baseline", metavar="PATH", help="also time spikeforge from the source tree at PATH (e.g. "
+                    "`git worktree add /tmp/old <commit>`), interleaved with this one")
+    ap.add_argument("--baseline-label", default="old tree", help="how the docs name the baseline (e.g. a commit)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     configs = QUICK if args.quick else CONFIGS
@@ -249,7 +245,7 @@ def main(argv=None) -> int:
     from spikeforge.kernels.dispatch import resolve_backend
 
     ours = OURS.format(auto=resolve_backend("auto", torch.zeros(1, 1)))
-    names = [ours, CELL, "spikeforge reference"]
+    names = [ours, *([BASELINE] if args.baseline else []), "spikeforge reference"]
     missing = []
     for name, (mod, _) in ANCHORS.items():
         if installed(mod):
@@ -310,6 +306,7 @@ def main(argv=None) -> int:
     flags = " --quick" if args.quick else ""
     flags += "" if args.rounds == 3 else f" --rounds {args.rounds}"
     flags += "" if args.repeat == 15 else f" --repeat {args.repeat}"
+    flags += f" --baseline <{args.baseline_label}>" if args.baseline else ""
     body = [
         "## neurons: LIF forward + backward (CPU)",
         "",
@@ -324,8 +321,9 @@ def main(argv=None) -> int:
         "the input it costs and its ratio to the traffic floor; for the others, how many times slower than it they "
         "are. The traffic floor is the memory traffic any forward + backward of this loss needs, timed with plain "
         "copies (`s.copy_(x); s.sum(); gx.copy_(x)`: no arithmetic, no call overhead), and shown in passes too. "
-        f"`{CELL}`: the same LIF written as a Cell (`functional/lif.py`, `LIF_CELL`) and run by the generic numba "
-        "driver every other neuron uses (`kernels/fused.py`), timed against the LIF kernel of `kernels/cpu.py`. "
+        "The LIF family is a Cell (`functional/lif.py`, `LIF_CELL`) run by the generic numba driver every neuron "
+        f"uses (`kernels/fused.py`). `{BASELINE}` (with `--baseline PATH`): the same call on the source tree at "
+        "PATH, for an old-vs-new comparison in one run. "
         "Spikes of every column were checked identical to spikeforge's reference backend before timing. Every "
         "library runs with its own defaults: the script sets no environment variable (`OMP_WAIT_POLICY=PASSIVE` "
         "for all would slow the anchors more than spikeforge and inflate the ratios).",

@@ -1,5 +1,5 @@
 """``torch.compile(fullgraph=True)`` and ``torch.export``: every fused kernel runs as a registered custom operator
-(``spikeforge::cell_fwd``/``cell_bwd`` for any fused cell, ``lif_fwd``/``lif_bwd``, ``bats_*``, ``nif_*``: see
+(``spikeforge::cell_fwd``/``cell_bwd`` for any fused cell, the LIF family included, ``bats_*``, ``nif_*``: see
 :mod:`spikeforge.kernels.ops`), so a compiled model has no graph break and gives eager's outputs and gradients.
 
 Fast tests: every registered cell's examples through ``aot_eager`` (the same graph capture and autograd as

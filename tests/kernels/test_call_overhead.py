@@ -7,8 +7,7 @@ import torch
 
 from spikeforge.functional import lif, plif
 from spikeforge.functional._checks import check_number
-from spikeforge.kernels import cpu
-from spikeforge.kernels.dispatch import lif_family
+from spikeforge.functional.lif import lif_family
 from spikeforge.surrogate import get_surrogate
 
 
@@ -96,14 +95,15 @@ def test_a_second_backward_recomputes_what_the_first_reused():
     assert torch.equal(x.grad, g1)
 
 
-def test_the_backward_drops_its_view_of_x():
-    """The forward's view of x is released by the backward: keeping the outputs (and so the graph node) must not
-    keep the input alive once autograd has freed it."""
+def test_the_backward_releases_x():
+    """The backward frees the forward's saved input: keeping the outputs (and so the graph node) must not keep
+    the input alive once autograd has run the backward."""
     x = torch.randn(3, 2, 5, generator=torch.Generator().manual_seed(5)).requires_grad_()
     s, _ = lif(x, backend="cpu")
-    assert getattr(s.grad_fn, "xa", None) is not None
+    assert s.grad_fn.saved_tensors[0].data_ptr() == x.data_ptr()  # x itself, no copy
     s.sum().backward()
-    assert s.grad_fn.xa is None
+    with pytest.raises(RuntimeError, match="freed"):
+        s.grad_fn.saved_tensors
 
 
 def test_an_in_place_change_of_x_after_the_forward_is_still_caught():
@@ -128,15 +128,6 @@ def test_lif_family_takes_a_number_as_initial_state():
         assert a[1].shape == (2, 3)
 
 
-def test_lif_cpu_still_takes_a_tensor_initial_state_of_another_shape():
-    x = torch.rand(3, 1, 4, requires_grad=True)
-    v0 = torch.zeros(4, requires_grad=True)  # [N] for x [T, 1, N]: same number of neurons
-    s, v_last, _ = cpu.lif_cpu(x, v0, 0.5, 1.0, 0.0, True, False, get_surrogate("atan"))
-    assert v_last.shape == v0.shape
-    (s.sum() + v_last.sum()).backward()
-    assert v0.grad.shape == v0.shape
-
-
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_tensor_checks_one_reduction_still_catch_every_bad_value(dtype):
     # the tensor path of check_number reads only the min and the max: a NaN, an inf or one value out of range
@@ -158,7 +149,7 @@ def test_tensor_checks_one_reduction_still_catch_every_bad_value(dtype):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch scripts its jvp decompositions on first use
 def test_forward_mode_ad_is_not_dropped_by_the_no_grad_shortcut():
-    # without autograd, lif_cpu skips Function.apply; under an open forward-AD level it must not, or the tangent
+    # without autograd, the cpu backend skips Function.apply; under an open forward-AD level it must not, or the tangent
     # would be lost silently: the Function says it has no jvp instead
     import torch.autograd.forward_ad as fwAD
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from spikeforge.kernels import cpu, runtime
-from spikeforge.kernels.reference import lif_reference
+from lif_backends import lif_cpu, lif_reference
+from spikeforge.kernels import fused, runtime
 from spikeforge.surrogate import Surrogate, get_surrogate
 
 
@@ -24,22 +24,22 @@ def _run(fn, x, v_reset, decay, detach, sg, gs):
 def test_streaming_stores_match_reference(monkeypatch, dtype):
     """With every output streamed (threshold 0), spikes and gradients still equal the reference: the stores
     claim 64-byte alignment, so a row or a vector store that is not aligned would corrupt the output."""
-    monkeypatch.setattr(cpu, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(fused, "STREAM_MIN_BYTES", 0)
     g = torch.Generator().manual_seed(0)
     sg = get_surrogate("atan")
-    for N, (v_reset, decay, detach) in itertools.product(
-            [64, 16 * 37, 37], itertools.product([0.0, None], [False, True], [False, True])):
+    # two flag combinations (the flags are compiled in; the stores are the same code for each)
+    for N, (v_reset, decay, detach) in itertools.product([64, 16 * 37, 37], [(0.0, True, False), (None, False, True)]):
         x = torch.randn(5, 2, N, generator=g, dtype=dtype) * 0.8 + 0.45
         gs = torch.randn(5, 2, N, generator=g, dtype=dtype)
         s_ref, v_ref, gx_ref = _run(lif_reference, x, v_reset, decay, detach, sg, gs)
-        s, v, gx = _run(cpu.lif_cpu, x, v_reset, decay, detach, sg, gs)
+        s, v, gx = _run(lif_cpu, x, v_reset, decay, detach, sg, gs)
         what = f"N={N} v_reset={v_reset} decay={decay} detach={detach}"
         assert torch.equal(s, s_ref) and torch.equal(v, v_ref), what
         torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-6, msg=what)
-    # the streamed path was taken where the rows allow it (2 * N elements per row: 64-byte multiples)
+    # the streamed path is taken where the rows allow it (2 * N elements per row: 64-byte multiples)
     out = np.empty((5, 2 * 64), dtype=np.float32)
-    assert cpu._stream(out) == (out.ctypes.data % 64 == 0)
-    assert not cpu._stream(np.empty((5, 2 * 37), dtype=np.float32)[:, :74])
+    assert fused._stream(out, 16) == (out.ctypes.data % 64 == 0)
+    assert not fused._stream(np.empty((5, 2 * 37), dtype=np.float32)[:, :74], 16)
 
 
 def test_pool_buffers_are_64_byte_aligned():
@@ -57,20 +57,20 @@ def test_surrogate_without_source_compiles_from_memory():
     exec("def my_grad(u, alpha):\n    return alpha / (1.0 + alpha * absf(u)) ** 2\n", ns)  # noqa: S102
     ref = get_surrogate("fast_sigmoid", 3.0)
     sg = Surrogate("mine", 3.0, ns["my_grad"], ref.primitive_fn)
-    assert cpu._derivative_source(sg.grad_source) is None
+    assert fused._renamed_source(sg.grad_source, "_sg_derivative") is None
     g = torch.Generator().manual_seed(1)
     x = torch.randn(7, 3, 40, generator=g, dtype=torch.float64) * 0.8 + 0.45
     gs = torch.randn(7, 3, 40, generator=g, dtype=torch.float64)
     s_ref, v_ref, gx_ref = _run(lif_reference, x, 0.0, False, False, sg, gs)
-    s, v, gx = _run(cpu.lif_cpu, x, 0.0, False, False, sg, gs)
+    s, v, gx = _run(lif_cpu, x, 0.0, False, False, sg, gs)
     assert torch.equal(s, s_ref) and torch.equal(v, v_ref)
     torch.testing.assert_close(gx, gx_ref, rtol=1e-10, atol=1e-12)
 
 
 def test_float32_kernels_compute_in_float32():
     """Number literals of the surrogate source are typed like the data (a float64 literal would widen the math)."""
-    src = cpu._derivative_source(get_surrogate("atan").grad_source)
-    assert src.startswith("def _sg(u, alpha):") and "DT(2.0)" in src and "DT(1.0)" in src
+    src = fused._typed_source(fused._renamed_source(get_surrogate("atan").grad_source, "_sg_derivative"))
+    assert src.startswith("def _sg_derivative(u, alpha):") and "DT(2.0)" in src and "DT(1.0)" in src
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -1,7 +1,7 @@
-"""Parameter gradients of the fused CPU kernel against kernels/reference.py, on each way a parameter reaches the
-kernel: a learnable scalar k (PLIF's sigmoid(w)), a learnable per-neuron threshold (STL), a learnable scalar
-threshold, a per-channel tau with and without a gradient, both per-neuron and learnable; every hard/soft reset,
-detach_reset and decay_input combination, several surrogates, float32 and float64, with blocks and rows of
+"""Parameter gradients of the fused CPU kernel of the LIF family against the reference, on each way a parameter
+reaches the kernel: a learnable scalar k (PLIF's sigmoid(w)), a learnable per-neuron threshold (STL), a learnable
+scalar threshold, a per-channel tau with and without a gradient, both per-neuron and learnable; every hard/soft
+reset, detach_reset and decay_input combination (with ATan; two with the other surrogates), float32 and float64, with blocks and rows of
 several sizes (block boundaries, streamed and plain stores).  Spikes and membrane potentials must be identical,
 gradients within 1e-5 relative (in float32, or within 1e-5 of the float64 reference where the float32
 reference's own rounding differs: it sums T x N float32 terms, the kernel accumulates them in float64)."""
@@ -13,8 +13,8 @@ import torch
 
 from spikeforge.functional.lif import plif
 from spikeforge.functional.stl import stl
-from spikeforge.kernels import cpu
-from spikeforge.kernels.reference import lif_reference
+from lif_backends import lif_cpu, lif_reference
+from spikeforge.kernels import fused
 from spikeforge.surrogate import get_surrogate
 
 FLAGS = list(itertools.product([0.0, None], [False, True], [False, True]))  # v_reset (None=soft), decay, detach
@@ -91,7 +91,7 @@ def _check(kind, sg_name, dtype, T, B, C, L, seed, flags=FLAGS, const_gs=False):
     for v_reset, decay, detach in flags:
         what = f"{kind} {sg_name} {dtype} T={T} N={B * C * L} v_reset={v_reset} decay={decay} detach={detach}"
         (s1, vl1, vs1), g1 = _run(lif_reference, x, v0, kp, th, outw, v_reset, decay, detach, sg)
-        (s2, vl2, vs2), g2 = _run(cpu.lif_cpu, x, v0, kp, th, outw, v_reset, decay, detach, sg)
+        (s2, vl2, vs2), g2 = _run(lif_cpu, x, v0, kp, th, outw, v_reset, decay, detach, sg)
         assert 0 < s1.float().mean() < 1, what  # not degenerate
         assert torch.equal(s2, s1), f"{what}: spikes differ"
         assert torch.equal(vs2, vs1) and torch.equal(vl2, vl1), f"{what}: membrane potentials differ"
@@ -115,8 +115,11 @@ def _check(kind, sg_name, dtype, T, B, C, L, seed, flags=FLAGS, const_gs=False):
 @pytest.mark.parametrize("sg_name", SURROGATES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_param_grads_match_reference(kind, sg_name, dtype):
-    # N = 2 * 3 * 37: an odd row length (vector remainders), several blocks per row
-    _check(kind, sg_name, dtype, T=9, B=2, C=3, L=37, seed=10 * KINDS.index(kind) + SURROGATES.index(sg_name))
+    # N = 2 * 3 * 37: an odd row length (vector remainders), several blocks per row; every flag combination (each
+    # its own compiled kernel) with atan, two with the other surrogates
+    flags = FLAGS if sg_name == "atan" else [(0.0, True, False), (None, False, True)]
+    _check(kind, sg_name, dtype, T=9, B=2, C=3, L=37, seed=10 * KINDS.index(kind) + SURROGATES.index(sg_name),
+           flags=flags)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
@@ -124,7 +127,7 @@ def test_param_grads_match_reference(kind, sg_name, dtype):
 def test_param_grads_streamed_and_long(kind, dtype, monkeypatch):
     """Every output streamed (rows of 64-byte multiples, blocks at multiples of 16), a longer sequence and several
     blocks: the parameter path's non-temporal stores and its per-block accumulators."""
-    monkeypatch.setattr(cpu, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(fused, "STREAM_MIN_BYTES", 0)
     _check(kind, "atan", dtype, T=40, B=4, C=4, L=64, seed=7, flags=[(0.0, True, False), (None, False, True)])
 
 
@@ -154,15 +157,14 @@ def test_plif_and_stl_functional_cpu_equals_reference(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 @pytest.mark.parametrize("const_gs", [False, True], ids=["weighted", "sum"])
-def test_param_grads_sub_blocks(dtype, stream, const_gs, monkeypatch):
-    """Parallel blocks of several sub-blocks (the last one partial): the per-block buffers, the prefetch of the next
-    sub-block's rows and the float64 sums over sub-blocks; a spike gradient that is one number (s.sum()) too."""
-    monkeypatch.setattr(cpu, "SUB_BYTES", 1)  # sub-blocks of 64 neurons
+def test_param_grads_many_small_blocks(dtype, stream, const_gs, monkeypatch):
+    """Many backward blocks of 16 neurons (the last one partial): the per-block buffers, the prefetch of the next
+    block's rows and the float64 sums over blocks; a spike gradient that is one number (s.sum()) too."""
+    monkeypatch.setattr(fused, "HIST_BYTES", 1)  # the smallest blocks: 16 neurons
     if stream:
-        monkeypatch.setattr(cpu, "STREAM_MIN_BYTES", 0)
-    T, B, C, L = 6, 4, 4, 99  # N = 1584: blocks of several 64-neuron sub-blocks, N not a multiple of them
-    block, sub = cpu._block(T, B * C * L, 4)
-    assert sub == 64 and block > sub and (B * C * L) % sub
+        monkeypatch.setattr(fused, "STREAM_MIN_BYTES", 0)
+    T, B, C, L = 6, 3, 4, 99  # N = 1188: many 16-neuron blocks, N not a multiple of them
+    assert fused.bwd_block(1024, B * C * L, T, 1, 4) == 16 and (B * C * L) % 16
     for kind in ("shared", "plif", "stl", "tau_th_channel", "tau_channel_nograd"):
         _check(kind, "atan", dtype, T=T, B=B, C=C, L=L, seed=11, flags=[(0.0, True, False), (None, False, True)],
                const_gs=const_gs)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import spikeforge.kernels.reference as reference
+import spikeforge.kernels.cell as cell_module
 from spikeforge.functional import stl
 from spikeforge.neurons import STL
 from spikeforge.surrogate import PrimitiveFn, get_surrogate
@@ -19,7 +19,7 @@ def _net_loss(theta, w1, w2, x, y):
 def test_stl_finite_difference_threshold_gradient_matches_autograd(monkeypatch):
     # the card's check: spikes replaced by the smooth sigmoid (forward = primitive, backward = its derivative),
     # so the loss is differentiable and finite differences are meaningful
-    monkeypatch.setattr(reference, "spike", lambda u, sg: PrimitiveFn.apply(u, get_surrogate(sg)))
+    monkeypatch.setattr(cell_module, "SpikeFn", PrimitiveFn)  # the reference's spikes: the smooth primitive
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, 3, 5, generator=g, dtype=torch.float64)
     w1 = (torch.randn(8, 5, generator=g, dtype=torch.float64) * 0.8).requires_grad_()

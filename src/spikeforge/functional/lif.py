@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 
 from ..kernels.cell import Cell, CellExample, register_cell, uniform
-from ..kernels.dispatch import check_backend_name, lif_family
+from ..kernels.dispatch import check_backend_name, run_cell
 from ..surrogate import get_surrogate
 from ._checks import check_bool, check_number, check_seq, check_step, check_v_reset
 
@@ -111,6 +111,15 @@ def _lif_examples(dtype, g):
 
     return (example(0.1, True, False, "hard reset, decay_input"),
             example(None, False, True, "soft reset, no decay_input, detach_reset"))
+
+
+def lif_family(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v, backend, check):
+    """Run :data:`LIF_CELL` over ``x_seq`` with the chosen backend (no argument checks: see :func:`lif`); returns
+    ``(spikes, v_T, v_seq or None)``.  ``v0`` is a tensor of one step's shape ``[B, ...]`` or a number (the same
+    initial value everywhere); ``k`` and ``v_th`` are numbers or tensors broadcastable to ``[B, ...]``."""
+    s, (v_last,), v_seq = run_cell(LIF_CELL, x_seq, (v0,), lif_params(k, v_th, v_reset, decay_input, detach_reset),
+                                   surrogate, backend, return_v, check)
+    return s, v_last, v_seq
 
 
 def _initial_state(x_seq, state, v_reset, name="state"):

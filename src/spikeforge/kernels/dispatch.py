@@ -52,55 +52,6 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
     return "reference"
 
 
-def _state_tensor(v0, x_seq: torch.Tensor) -> torch.Tensor:
-    """``v0`` as a tensor of one step's shape: a number becomes one value broadcast (nothing of size [B, ...] is
-    allocated or saved for backward)."""
-    if torch.is_tensor(v0):
-        return v0
-    return x_seq.new_full((), v0).expand(x_seq.shape[1:])
-
-
-def lif_family(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v, backend, check):
-    """Run the LIF-family recurrence with the chosen backend; returns ``(spikes, v_T, v_seq | None)``.  ``v0`` is
-    a tensor of one step's shape ``[B, ...]`` or a number (the same initial value everywhere)."""
-    name = resolve_backend(backend, x_seq)
-    if name == "cpu":
-        return _lif_family_cpu(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v, check)
-    v0 = _state_tensor(v0, x_seq)
-    if name == "reference":
-        from .reference import lif_reference
-
-        if check and not torch.compiler.is_compiling() and not bool(torch.isfinite(x_seq.detach()).all()):
-            raise ValueError("x_seq: contains NaN or inf; pass finite input (or check_inputs=False to skip)")
-        return lif_reference(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v)
-    # triton
-    if not _has("triton"):
-        raise ValueError("backend='triton' needs triton, which is not installed (pip install 'spikeforge[triton]')")
-    from .triton import lif_triton
-
-    return lif_triton(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v, check)
-
-
-_lif_cpu = None  # spikeforge.kernels.cpu.lif_cpu, imported on first use (importing spikeforge needs no numba)
-
-
-def _lif_family_cpu(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v, check):
-    global _lif_cpu
-    if _lif_cpu is None:
-        if not _has("numba"):
-            raise ValueError("backend='cpu' needs numba, which is not installed (pip install numba)")
-        from .cpu import lif_cpu as _lif_cpu
-    order = step_perm(x_seq)
-    if order is None:
-        return _lif_cpu(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v, check)
-    # a dense non-C layout (channels-last): run in memory order, hand back the same layout
-    s, v_last, v_seq = _lif_cpu(permute_seq(x_seq, order), permute_step(v0, order), permute_step(k, order),
-                                permute_step(v_th, order), v_reset, decay_input, detach_reset, surrogate,
-                                return_v, check)
-    return (permute_seq(s, order, inverse=True), permute_step(v_last, order, inverse=True),
-            None if v_seq is None else permute_seq(v_seq, order, inverse=True))
-
-
 def _seq_view(name: str, p: torch.Tensor, x_seq: torch.Tensor) -> torch.Tensor:
     """A time-varying parameter with ``x_seq``'s rank (leading dims of size 1 added), checked to broadcast."""
     shape = tuple(x_seq.shape)

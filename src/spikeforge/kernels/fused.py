@@ -76,16 +76,22 @@ import numpy as np
 import torch
 
 from ..surrogate import Surrogate, bind
+from ._layout import is_const as _is_const
 from .cell import Cell, vjp_reads_states
-from .runtime import POOL, PREFETCH_SOURCE, STORE_NT_SOURCE, cache_dir, load_generated, start_numba, sync_threads
+from .runtime import (POOL, PREFETCH_SOURCE, STORE_NT_SOURCE, cache_dir, function_arg, load_generated, start_numba,
+                      sync_threads)
 
-L1_BYTES = 24 * 1024  # the backward's block buffer (states, parameters, gradients) should stay in L1
-MAX_BLOCK = 4096  # neurons per block of the backward, at most
+# The backward's block buffer (states, parameters, gradients): with at most L2_ROWS rows it may fill L2_BYTES (long
+# blocks: fewer row calls per element); with more rows, read and written many times per element, it stays in L1
+L1_BYTES = 24 * 1024
+L2_BYTES = 256 * 1024
+L2_ROWS = 16
+MAX_BLOCK = 16384  # neurons per block of the backward, at most
 # The forward's block buffer holds only states and parameters and may sit in L2: long blocks read x and write the
 # outputs in long runs per step (rows of 1 KB at a stride of N cost twice as much per byte as rows of 16 KB)
 FWD_BYTES = 256 * 1024
 FWD_MAX_BLOCK = 16384
-HIST_BYTES = 256 * 1024  # the backward's replay history of a block (T x states x block values) stays in L2
+HIST_BYTES = 1024 * 1024  # the backward's replay history of a block (T x states x block values), at most
 CHUNK = 1024  # row loops run in chunks of this many neurons, each first prefetching its part of the next row
 # Segment mode: when every parameter is constant on runs of at least this many neurons (shared, or per channel of
 # H x W >= SEG_MIN), the row loops take the parameters as scalars, one call per run, instead of reading a row of
@@ -279,16 +285,36 @@ def _typed_source(src: str | None) -> str | None:
     return ast.unparse(ast.fix_missing_locations(Typed().visit(ast.parse(src)))) + "\n"
 
 
+# the row loops' signatures (numba types named in the generated rows module): array rows A, an int64 vector I64,
+# the per-run parameter values P2 (segment mode), the data's scalar F
+_ROW_SIGS = {
+    "row_fwd": "nb.types.intp(A, A, A, A{seg})",
+    "row_replay": "nb.types.void(A, A, A, A{seg})",
+    "row_bwd": "nb.types.void(A, A, A, A, A, F, A, A{seg})",
+}
+_SEG_ARGS = ", I64, nb.types.intp, P2"
+_ROW_TYPES = """
+F = nb.from_dtype(DT)
+A = F[::1]
+P2 = F[:, ::1]
+I64 = nb.types.int64[::1]
+"""
+
+
 def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads=(), stream=False, seg=False):
-    """Compile the ``direction`` ("fwd"/"bwd") driver of ``cell`` for ``np_dtype`` (and the values ``consts`` of
+    """Compile the ``direction`` ("fwd"/"bwd") kernel of ``cell`` for ``np_dtype`` (and the values ``consts`` of
     ``cell.const_params``; for "bwd", the indices ``grads`` of the parameters whose gradient it computes;
     ``stream``: outputs by non-temporal stores; ``seg``: segment mode, see :func:`_gen_forward_src`).
-    Returns ``(driver, neurons per block)``.
+    Returns ``(kernel, neurons per block)``: ``kernel(*driver arguments)`` runs the driver with the cell's rows.
 
-    The whole kernel (helpers, the cell's function, the surrogate derivative, the driver) is generated as one
-    module source.  When the sources are available it is written to ``$SPIKEFORGE_CACHE_DIR/fused`` (default
-    ``~/.cache/spikeforge/fused``) under a name holding its hash and compiled with numba's on-disk cache, so
-    later processes load it instead of compiling (the hash makes a stale cache impossible).  Otherwise it is
+    Two modules are generated: the *rows* (the cell's functions, the surrogate derivative and the row loops that
+    inline them, compiled as ``numba.cfunc``) and the parallel *driver*, which takes the row loops as function
+    arguments.  The driver depends on the cell's shape only (states, parameters, gradients, block size), so it
+    compiles once for every cell, constant and surrogate of that shape (e.g. the eight reset/decay/detach variants
+    of the LIF family and every surrogate): most of a kernel's compile time is the driver's parallel loop.  When
+    the sources are available both are written to ``$SPIKEFORGE_CACHE_DIR/fused`` (default
+    ``~/.cache/spikeforge/fused``) under names holding their hash and compiled with numba's on-disk cache, so later
+    processes load them instead of compiling (the hash makes a stale cache impossible).  Otherwise the rows are
     compiled from memory with the functions bound by :func:`spikeforge.surrogate.bind`.
     """
     import re
@@ -301,40 +327,58 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
     seq = tuple(cell.params.index(n) for n in cell.seq_params)
     if direction == "fwd":
         blk = _fwd_cap(cell, np_dtype.itemsize, seg)
-        driver = _gen_forward_src(cell.n_states, cell.n_params, cidx, seq, blk, stream, seg)
+        src = _gen_forward_src(cell.n_states, cell.n_params, cidx, seq, blk, stream, seg)
     else:
         blk = _bwd_cap(cell, grads, np_dtype.itemsize, seg)
         replay = vjp_reads_states(cell)
-        driver = _gen_backward_src(cell.n_states, cell.n_params, cidx, seq, grads, replay, blk, stream, seg)
-    prelude = _PRELUDE.format(dtype=np_dtype.name, seg_min=SEG_MIN, chunk=CHUNK) + "".join(
-        f"CONST{i} = np.{np_dtype.name}({float(v)!r})\n" for i, v in enumerate(consts))
-    rows = re.findall(r"^def (row_\w+)\(", driver, flags=re.M)  # the per-row loops the driver calls
-    runs = re.findall(r"^def (run_\w+)\(", driver, flags=re.M)  # segment mode: a row's loop over one run
+        src = _gen_backward_src(cell.n_states, cell.n_params, cidx, seq, grads, replay, blk, stream, seg)
+    cut = src.index(f"def {fname}(")
+    rows_src, driver = src[:cut], src[cut:]
+    rows = re.findall(r"^def (row_\w+)\(", rows_src, flags=re.M)  # the per-row loops the driver calls
+    runs = re.findall(r"^def (run_\w+)\(", rows_src, flags=re.M)  # segment mode: a row's loop over one run
+    driver = driver.replace("):\n", f", {', '.join(rows)}):\n", 1)  # the rows become the driver's arguments
+    base = _PRELUDE.format(dtype=np_dtype.name, seg_min=SEG_MIN, chunk=CHUNK)
+    prelude = base + _ROW_TYPES + "".join(f"CONST{i} = np.{np_dtype.name}({float(v)!r})\n"
+                                          for i, v in enumerate(consts))
+    sigs = {r: _ROW_SIGS[r].format(seg=_SEG_ARGS if seg else "") for r in rows}
     srcs = {slot: _renamed_source(f, f"_{slot.lower()}_fn") for slot, f in fns.items()}
     sg_src = _typed_source(_renamed_source(grad_src, "_sg_derivative")) if grad_src is not None else ""
-    cache = cache_dir("fused") if (all(v is not None for v in srcs.values()) and sg_src is not None) else None
+    cache = cache_dir("fused")
+    stem = f"{direction}_{np_dtype.name}" + ("_nt" if stream else "") + ("_seg" if seg else "")
+    jit = 'nb.njit(parallel=True, nogil=True, {}error_model="numpy")'
     if cache is not None:
+        dmod = load_generated(cache, f"driver_{stem}", base + "\n\n" + driver + f"\n\n{fname} = "
+                              + jit.format("cache=True, ") + f"({fname})\n", "spikeforge_fused")
+        drv = getattr(dmod, fname)
+    else:
+        g: dict = {}
+        exec(compile(base + "\n\n" + driver, "<spikeforge.kernels.fused:driver>", "exec"), g)  # noqa: S102
+        drv = nb.njit(parallel=True, nogil=True, error_model="numpy")(g[fname])
+    if cache is not None and all(v is not None for v in srcs.values()) and sg_src is not None:
         parts = [prelude, sg_src or "", "" if grad_src is None else
                  'dspike = nb.njit(inline="always")(_sg_derivative)\n']
-        for slot, src in srcs.items():
-            parts += [src, f'{slot} = nb.njit(inline="always")(_{slot.lower()}_fn)\n']
-        parts += [driver, "".join(f'{r} = nb.njit(inline="always", error_model="numpy")({r})\n' for r in runs),
-                  "".join(f'{r} = nb.njit(cache=True, error_model="numpy")({r})\n' for r in rows),
-                  f'{fname} = nb.njit(parallel=True, nogil=True, cache=True, error_model="numpy")({fname})\n']
-        stem = f"{cell.name}_{direction}_{np_dtype.name}" + ("_nt" if stream else "") + ("_seg" if seg else "")
-        mod = load_generated(cache, stem, "\n\n".join(parts), "spikeforge_fused")
-        return getattr(mod, fname), blk
-    g: dict = {}
-    exec(compile(prelude + "\n\n" + driver, f"<spikeforge.kernels.fused:{cell.name}>", "exec"), g)  # noqa: S102
-    if grad_src is not None:
-        g["dspike"] = nb.njit(inline="always")(bind(grad_src, g))
-    for slot, f in fns.items():
-        g[slot] = nb.njit(inline="always")(bind(f, g))
-    for r in runs:
-        g[r] = nb.njit(inline="always", error_model="numpy")(g[r])
-    for r in rows:
-        g[r] = nb.njit(error_model="numpy")(g[r])
-    return nb.njit(parallel=True, nogil=True, error_model="numpy")(g[fname]), blk
+        for slot, fsrc in srcs.items():
+            parts += [fsrc, f'{slot} = nb.njit(inline="always")(_{slot.lower()}_fn)\n']
+        parts += [rows_src, "".join(f'{r} = nb.njit(inline="always", error_model="numpy")({r})\n' for r in runs),
+                  "".join(f'{r} = nb.cfunc({sigs[r]}, cache=True, error_model="numpy")({r})\n' for r in rows)]
+        mod = load_generated(cache, f"{cell.name}_{stem}", "\n\n".join(parts), "spikeforge_fused")
+        cfs = [getattr(mod, r) for r in rows]
+    else:
+        g = {}
+        exec(compile(prelude + "\n\n" + rows_src, f"<spikeforge.kernels.fused:{cell.name}>", "exec"), g)  # noqa: S102
+        if grad_src is not None:
+            g["dspike"] = nb.njit(inline="always")(bind(grad_src, g))
+        for slot, f in fns.items():
+            g[slot] = nb.njit(inline="always")(bind(f, g))
+        for r in runs:
+            g[r] = nb.njit(inline="always", error_model="numpy")(g[r])
+        cfs = [nb.cfunc(eval(sigs[r], g), error_model="numpy")(g[r]) for r in rows]  # noqa: S307
+    args = tuple(function_arg(cf) for cf in cfs)
+
+    def kernel(*a):
+        return drv(*a, *args)
+
+    return kernel, blk
 
 
 def block_size(n_rows: int, itemsize: int, budget: int = L1_BYTES, max_block: int = MAX_BLOCK) -> int:
@@ -355,7 +399,8 @@ def _fwd_cap(cell: Cell, itemsize: int, seg: bool = False) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _bwd_cap(cell: Cell, grads: tuple, itemsize: int, seg: bool = False) -> int:
-    return block_size(_backward_rows(cell, grads, seg), itemsize, L1_BYTES, MAX_BLOCK)
+    rows = _backward_rows(cell, grads, seg)
+    return block_size(rows, itemsize, L2_BYTES if rows <= L2_ROWS else L1_BYTES, MAX_BLOCK)
 
 
 def fwd_block(cap: int, N: int) -> int:
@@ -711,6 +756,38 @@ def _backward_kernel(cell: Cell, np_dtype, surrogate: Surrogate, consts=(), grad
     return fn
 
 
+_SG_ROWS: dict = {}
+
+
+def surrogate_derivative(surrogate: Surrogate, u: np.ndarray) -> np.ndarray:
+    """``surrogate``'s derivative at every value of ``u`` (a float32 or float64 vector), computed by the scalar code
+    the backward kernels inline: its source with literals typed like the data, on the kernels' prelude (compiled
+    from memory when the source is not available).  For tests and inspection."""
+    nb = start_numba()
+    dt = np.dtype(u.dtype)
+    key = (surrogate.grad_source, dt.str)
+    row = _SG_ROWS.get(key)
+    if row is None:
+        g: dict = {}
+        exec(compile(_PRELUDE.format(dtype=dt.name, seg_min=SEG_MIN, chunk=CHUNK), "<spikeforge.kernels.fused>",  # noqa: S102
+                     "exec"), g)
+        src = _typed_source(_renamed_source(surrogate.grad_source, "_sg_derivative"))
+        if src is not None:
+            exec(compile(src, "<spikeforge.kernels.fused:surrogate>", "exec"), g)  # noqa: S102
+            sg = nb.njit(inline="always")(g["_sg_derivative"])
+        else:
+            sg = nb.njit(inline="always")(bind(surrogate.grad_source, g))
+
+        def sg_row(v, alpha, out):
+            for j in range(v.shape[0]):
+                out[j] = sg(v[j], alpha)
+
+        row = _SG_ROWS[key] = nb.njit(error_model="numpy")(sg_row)
+    out = np.empty_like(u)
+    row(u, dt.type(surrogate.alpha), out)
+    return out
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
@@ -738,11 +815,6 @@ def _x_rows(x_seq: torch.Tensor, T: int, N: int) -> torch.Tensor:
         return x_seq[:1].reshape(1, N).contiguous()
     x2 = x_seq.reshape(T, N)
     return x2 if x2.is_contiguous() else x2.contiguous()
-
-
-def _is_const(g: torch.Tensor) -> bool:
-    """Whether ``g`` is one value broadcast to every element (every stride 0)."""
-    return g.numel() > 1 and all(st == 0 for st in g.stride())
 
 
 @functools.lru_cache(maxsize=1024)

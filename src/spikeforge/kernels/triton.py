@@ -25,8 +25,7 @@ Triton's ``/`` is ``div.full.f32``, within 2 ulp).  Only float32 and float64 are
 precision per op in float32 "opmath", which a fused kernel would not reproduce); ``auto`` sends half precision
 to the reference.  :func:`cell_ptx` compiles a cell's kernels for a CUDA target on a machine without a GPU.
 
-The LIF family is a cell too (:data:`spikeforge.functional.lif.LIF_CELL`); :func:`lif_triton` runs it for
-:func:`spikeforge.kernels.dispatch.lif_family`.
+The LIF family is a cell too (:data:`spikeforge.functional.lif.LIF_CELL`) and runs on the same driver.
 
 Tensors must be on a CUDA device; under ``TRITON_INTERPRET=1`` (Triton's interpreter) CPU tensors are accepted
 too, which is how the tests run without a GPU.  See docs/kernels.md.
@@ -48,8 +47,8 @@ import torch
 
 from ..surrogate import Surrogate, bind
 from ._layout import is_const as _is_const
-from .cell import vjp_reads_states
 from ._layout import state_vec as _state_vec
+from .cell import vjp_reads_states
 
 BLOCK = 256
 _lock = threading.Lock()
@@ -554,22 +553,6 @@ def run_cell(cell, x_seq: torch.Tensor, states, params, surrogate: Surrogate, re
                    for n, p in zip(cell.params, params))
     res = TritonCellFn.apply(cell, surrogate, record, check, x_seq, *states, *params)
     return res[0], tuple(res[2:]), (res[1] if record else None)
-
-
-def lif_triton(x_seq, v0, k, v_th, v_reset, decay_input, detach_reset, surrogate, return_v=False, check=True):
-    """The LIF family (:data:`spikeforge.functional.lif.LIF_CELL`) on the generated driver; arguments as
-    :func:`spikeforge.kernels.dispatch.lif_family`; returns ``(spikes [T, ...], v_T, v_seq or None)``."""
-    from ..functional.lif import LIF_CELL, lif_params
-
-    shape = x_seq.shape[1:]
-    v0 = v0 if torch.is_tensor(v0) else x_seq.new_full((), float(v0))
-    v0 = v0.to(x_seq.dtype)
-    if v0.shape != shape:
-        v0 = v0.expand(shape)
-    params = tuple(p.to(x_seq.dtype) if torch.is_tensor(p) else float(p)
-                   for p in lif_params(k, v_th, v_reset, decay_input, detach_reset))
-    s, (v_last,), v_seq = run_cell(LIF_CELL, x_seq, (v0,), params, surrogate, return_v, check)
-    return s, v_last, v_seq
 
 
 def cell_ptx(cell, dtype: torch.dtype, surrogate: Surrogate, consts: tuple = (), grads: tuple = (), arch: int = 90,
