@@ -93,6 +93,68 @@ def test_wrong_vjp_fails_naming_cell_and_component(vjp, component):
         check_vjp(_toy("toy_wrong", vjp), _toy_example())
 
 
+# the toy cell with kept values for the fused backward: h, a, and v (read only by the gradient of k)
+def _toy_keep(x, v, a, vth, k):
+    return v - k * v + x, a, v
+
+
+def _toy_vjp_kept(gs, gv, ga, h, a, v, vth, k, alpha):
+    s = heav(h - vth - a)  # noqa: F821
+    d = dspike(h - vth - a, alpha)  # noqa: F821
+    gsum = gs - gv * vth + ga
+    gh = gv + gsum * d
+    return gh, gh * (ONE - k), -(gsum * d) + ga * k, -(gsum * d) - gv * s, -(gh * v) + ga * a  # noqa: F821
+
+
+def _toy_vjp_kept_wrong_k(gs, gv, ga, h, a, v, vth, k, alpha):
+    s = heav(h - vth - a)  # noqa: F821
+    d = dspike(h - vth - a, alpha)  # noqa: F821
+    gsum = gs - gv * vth + ga
+    gh = gv + gsum * d
+    return gh, gh * (ONE - k), -(gsum * d) + ga * k, -(gsum * d) - gv * s, -(gh * v)  # noqa: F821
+
+
+def _toy_kept(name, vjp_kept=_toy_vjp_kept, keep_for=((), (), ("k",))):
+    return Cell(name, _toy_step, _toy_vjp, states=("v", "a"), params=("vth", "k"), keep=_toy_keep,
+                vjp_kept=vjp_kept, keep_for=keep_for)
+
+
+def test_kept_values_right_pass_and_wrong_fail_naming_what_differs():
+    check_vjp(_toy_kept("toy_kept"), _toy_example())
+    with pytest.raises(ValueError, match=r"cell 'toy_bad': vjp_kept's gradient of param 'k' differs from vjp's"):
+        check_vjp(_toy_kept("toy_bad", _toy_vjp_kept_wrong_k), _toy_example())
+    # a is read by every gradient: declaring it needed only for k's gradient is caught
+    with pytest.raises(ValueError, match=r"vjp_kept's gradient of x differs from vjp's .* kept value 1 zeroed"):
+        check_vjp(_toy_kept("toy_bad", keep_for=((), ("k",), ())), _toy_example())
+    with pytest.raises(ValueError, match="keep returns 3 values; keep_for has 2 entries"):
+        check_vjp(_toy_kept("toy_bad", keep_for=((), ())), _toy_example())
+    with pytest.raises(ValueError, match="keep and vjp_kept go together"):
+        Cell("toy_bad", _toy_step, _toy_vjp, states=("v", "a"), params=("vth", "k"), keep=_toy_keep)
+
+
+@pytest.mark.parametrize("k_grad", [True, False], ids=["k needs a gradient", "k fixed"])
+def test_kept_values_in_the_fused_backward_equal_the_reference(k_grad):
+    """The cpu backward stores the kept values (v only when k needs a gradient) and runs vjp_kept on them."""
+    from spikeforge.kernels.dispatch import run_cell
+    from spikeforge.kernels.fused import _kept
+
+    cell = _toy_kept("toy_kept_fused")
+    assert _kept(cell, (0, 1) if k_grad else (0,)) == ((0, 1, 2) if k_grad else (0, 1))
+    ex = _toy_example(torch.float64)
+    res = []
+    for backend in ("cpu", "reference"):
+        x = ex.x.clone().requires_grad_()
+        st = tuple(s.clone().requires_grad_() for s in ex.states)
+        vth, k = ex.params[0].detach().clone().requires_grad_(), ex.params[1].detach().clone().requires_grad_(k_grad)
+        out, (v, a), _ = run_cell(cell, x, st, (vth, k), backend=backend)
+        w = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+        leaves = [x, *st, vth, *([k] if k_grad else [])]
+        res.append((out.detach(), torch.autograd.grad((out * w).sum() + v.sum() + a.square().sum(), leaves)))
+    assert torch.equal(res[0][0], res[1][0])
+    for got, want in zip(res[0][1], res[1][1]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
 def test_register_cell_rejects_what_is_not_a_cell():
     with pytest.raises(ValueError, match="register_cell: expected a Cell, got str"):
         register_cell("lif")

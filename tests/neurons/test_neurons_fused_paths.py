@@ -161,7 +161,7 @@ def test_backward_blocks_are_long_for_few_rows_and_short_for_many():
     from spikeforge.functional.lif import LIF_CELL
     from spikeforge.kernels.fused import _bwd_cap
 
-    assert _bwd_cap(LIF_CELL, (), 4, True) == 8192  # 5 rows: 160 KB of L2, few row calls per element
+    assert _bwd_cap(LIF_CELL, (), 4, True) == 16384  # 5 rows: 320 KB of L2, few row calls per element
     all_grads = tuple(i for i, p in enumerate(GLIF_CELL.params) if p not in GLIF_CELL.no_grad_params)
     assert _bwd_cap(GLIF_CELL, all_grads, 4) == 256  # 20 rows: the buffer stays in L1
 

@@ -83,13 +83,44 @@ def lif_update_vjp(gs, gv1, x, v, k, vth, vr, hard, decay_input, detach_reset, a
         gvr = gh * k
     gx = gh * k if decay_input else gh
     return gx, gh * (ONE - k), gh * e, gth, gvr, ZERO, ZERO, ZERO  # noqa: F821
+
+
+def lif_keep(x, v, k, vth, vr, hard, decay_input, detach_reset):
+    # what the fused backward stores per step: h (computed as in lif_update) and e = dh/dk
+    if decay_input:
+        e = x - (v - vr)
+        h = v + e * k
+    else:
+        e = ZERO - (v - vr)  # noqa: F821
+        h = v - (v - vr) * k + x
+    return h, e
+
+
+def lif_kept_vjp(gs, gv1, h, e, k, vth, vr, hard, decay_input, detach_reset, alpha):
+    # lif_update_vjp from the kept h and e (no x, no v)
+    u = h - vth
+    s = heav(u)  # noqa: F821
+    d = dspike(u, alpha)  # noqa: F821
+    if hard:
+        gst = gs if detach_reset else gs + gv1 * (vr - h)
+        gh = gv1 * (ONE - s) + gst * d  # noqa: F821
+        gth = ZERO - gst * d  # noqa: F821
+        gvr = gv1 * s + gh * k
+    else:
+        gst = gs if detach_reset else gs - gv1 * vth
+        gh = gv1 + gst * d
+        gth = ZERO - gst * d - gv1 * s  # noqa: F821
+        gvr = gh * k
+    gx = gh * k if decay_input else gh
+    return gx, gh * (ONE - k), gh * e, gth, gvr, ZERO, ZERO, ZERO  # noqa: F821
 # fmt: on
 
 
 LIF_CELL = Cell("lif", lif_update, lif_update_vjp, states=("v",),
                 params=("k", "v_threshold", "v_reset", "hard", "decay_input", "detach_reset"),
                 no_grad_params=("hard", "decay_input", "detach_reset"),
-                const_params=("hard", "decay_input", "detach_reset"))
+                const_params=("hard", "decay_input", "detach_reset"),
+                keep=lif_keep, vjp_kept=lif_kept_vjp, keep_for=((), ("k",)))
 
 
 def lif_params(k, v_threshold, v_reset, decay_input, detach_reset) -> tuple:

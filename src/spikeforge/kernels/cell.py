@@ -67,6 +67,15 @@ class Cell:
     # parameters that may change over time: broadcastable to the whole ``[T, B, ...]`` input (e.g. GLIF's
     # conductance per time step and channel); every execution hands ``step`` the value for the current step
     seq_params: tuple = ()
+    # optional, for the fused CPU backward: ``keep(x, *states, *params) -> (k_0, ...)``, values of one step that the
+    # replay stores instead of the states entering it, and ``vjp_kept(g_out, *g_new_states, *kept, *params, alpha)``,
+    # the same gradients as ``vjp`` computed from them (e.g. LIF keeps its membrane h: the reverse sweep then reads
+    # one stored value instead of re-reading x and the state).  ``keep_for[i]`` names the parameters whose gradient
+    # is the only one that reads kept value i (stored only when one of them needs a gradient); () = always stored.
+    # One entry per kept value.
+    keep: Callable | None = None
+    vjp_kept: Callable | None = None
+    keep_for: tuple = ()
 
     def __post_init__(self):
         if len(self.states) < 1:
@@ -75,6 +84,10 @@ class Cell:
             raise ValueError(f"cell {self.name!r}: const_params {self.const_params} must be no_grad_params")
         if not set(self.seq_params) <= set(self.params) - set(self.const_params):
             raise ValueError(f"cell {self.name!r}: seq_params {self.seq_params} must be non-constant params")
+        if (self.keep is None) != (self.vjp_kept is None):
+            raise ValueError(f"cell {self.name!r}: keep and vjp_kept go together")
+        if any(not set(names) <= set(self.params) for names in self.keep_for):
+            raise ValueError(f"cell {self.name!r}: keep_for names parameters not in {self.params}")
 
     @property
     def n_states(self) -> int:
@@ -158,8 +171,9 @@ def reference_seq(cell: Cell, x_seq, states, params, surrogate: Surrogate, recor
 
 
 # --- the vjp bound to torch, and its check against autograd of the step ----------------------------------
-def torch_vjp(cell: Cell, surrogate: Surrogate) -> Callable:
-    """``cell.vjp`` bound to torch: evaluates the hand-written gradient on tensors (used by :func:`check_vjp`)."""
+def torch_vjp(cell: Cell, surrogate: Surrogate, fn: Callable | None = None) -> Callable:
+    """``cell.vjp`` (or ``fn``, e.g. ``cell.keep`` / ``cell.vjp_kept``) bound to torch: evaluates the hand-written
+    gradient on tensors (used by :func:`check_vjp`)."""
     dspike = bind(surrogate.grad_source, TORCH_MATH)
 
     def dmspike(u, vth, cap, alpha):
@@ -174,7 +188,7 @@ def torch_vjp(cell: Cell, surrogate: Surrogate) -> Callable:
     ns = dict(TORCH_MATH)
     ns.update({"dspike": dspike, "dmspike": dmspike, "heav": lambda u: (u >= 0).to(u.dtype), "floor": torch.floor,
                "clamp": lambda u, lo, hi: torch.clamp(u, lo, hi), "ONE": 1.0, "ZERO": 0.0})
-    return bind(cell.vjp, ns)
+    return bind(cell.vjp if fn is None else fn, ns)
 
 
 def _step_params(cell: Cell, params, x_seq: torch.Tensor, t: int) -> list:
@@ -220,6 +234,9 @@ def check_vjp(cell: Cell, example: "CellExample", rtol: float = 1e-7) -> None:
         if len(mine) != 1 + cell.n_states + cell.n_params:
             raise ValueError(f"cell {cell.name!r}: vjp returns {len(mine)} gradients, expected "
                              f"{1 + cell.n_states + cell.n_params} (x, {cell.n_states} states, {cell.n_params} params)")
+        if cell.keep is not None:
+            _check_kept(cell, sg, mine, cot, x.detach(), [s.detach() for s in st], [p.detach() for p in ps], t,
+                        full, rtol)
         checked = list(range(1 + cell.n_states)) + [1 + cell.n_states + i for i, w in enumerate(wanted) if w]
         for i, leaf, a in zip(checked, leaves, auto):
             a = torch.zeros_like(leaf) if a is None else a
@@ -230,6 +247,36 @@ def check_vjp(cell: Cell, example: "CellExample", rtol: float = 1e-7) -> None:
                 raise ValueError(f"cell {cell.name!r}: vjp's gradient of {names[i]} differs from autograd of step "
                                  f"at step t={t} (max |difference| {diff:.3g}, max |autograd| {scale:.3g})")
         states = [o.detach() for o in outs[1:]]
+
+
+def _check_kept(cell: Cell, sg: Surrogate, mine, cot, x, st, ps, t: int, full, rtol: float) -> None:
+    """``cell.vjp_kept`` on ``cell.keep``'s values equals ``cell.vjp`` (``mine``), and a kept value named in
+    ``cell.keep_for`` changes no gradient but those of its parameters (it is replaced by zero where it is not
+    stored)."""
+    keep, vjpk = torch_vjp(cell, sg, cell.keep), torch_vjp(cell, sg, cell.vjp_kept)
+    kept = list(keep(x, *st, *ps))
+    if len(kept) != len(cell.keep_for):
+        raise ValueError(f"cell {cell.name!r}: keep returns {len(kept)} values; keep_for has {len(cell.keep_for)} "
+                         "entries (one per kept value)")
+    names = ["x", *(f"state {s!r}" for s in cell.states), *(f"param {n!r}" for n in cell.params)]
+
+    def compare(got, skip, what):
+        for i, (a, b) in enumerate(zip(got, mine)):
+            if i in skip:
+                continue
+            a = torch.broadcast_to(torch.as_tensor(a, dtype=x.dtype), full)
+            b = torch.broadcast_to(torch.as_tensor(b, dtype=x.dtype), full)
+            scale = b.abs().max().item()
+            if not (a - b).abs().max().item() <= rtol * max(scale, 1e-12):
+                raise ValueError(f"cell {cell.name!r}: vjp_kept's gradient of {names[i]} differs from vjp's at step "
+                                 f"t={t}{what}")
+
+    compare(vjpk(*cot, *kept, *ps, sg.alpha), (), "")
+    for i, only in enumerate(cell.keep_for):
+        if only:
+            zeroed = [torch.zeros_like(k) if j == i else k for j, k in enumerate(kept)]
+            skip = {1 + cell.n_states + cell.params.index(n) for n in only}
+            compare(vjpk(*cot, *zeroed, *ps, sg.alpha), skip, f" with kept value {i} zeroed (keep_for: {only})")
 
 
 # --- the registry: every cell, with an example that exercises its branches ------------------------------

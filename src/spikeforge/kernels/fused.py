@@ -26,7 +26,8 @@ Executions:
   in chunks of ``CHUNK`` neurons, each first prefetching its part of the row read next.  The forward writes the
   outputs and the final states and saves only ``x``, the initial states and the parameter tables; the backward
   replays the forward of each block into a ``T x S x block`` history (skipped when ``vjp`` reads no state, see
-  :func:`vjp_reads_states`), then runs ``vjp`` in reverse time.  An incoming gradient that is one value
+  :func:`vjp_reads_states`), then runs ``vjp`` in reverse time; a cell with ``keep``/``vjp_kept`` stores its kept
+  values instead and runs ``vjp_kept`` on them.  An incoming gradient that is one value
   everywhere (e.g. from ``out.sum()``) is read once.  ``[T, N]`` outputs of at least ``STREAM_MIN_BYTES`` are
   written by non-temporal stores, into buffers of :data:`spikeforge.kernels.runtime.POOL`.  Kernels use
   numpy's error model and compute in the data's dtype.
@@ -42,8 +43,9 @@ in ``Cell.seq_params`` may change over time (broadcastable to the whole ``x_seq`
 filled at every step, and their gradients are summed per step.  Parameters listed in ``Cell.const_params`` are
 compiled in as constants, one kernel per value.  Each (cell, dtype, constants, segment mode, streaming) forward
 compiles once, the backward also once per surrogate and per set of parameters whose gradient is needed (the
-others' code and buffer rows are dropped); the modules are cached on disk (:func:`_build`).  docs/kernels.md
-explains the choices (block sizes, prefetching, segment mode) and their measurements.
+others' code and buffer rows are dropped): the cell's row loops as ``cfunc``s, and a parallel driver shared by
+every cell of the same shape, which takes them as arguments; the modules are cached on disk (:func:`_build`).
+docs/kernels.md explains the choices (block sizes, prefetching, segment mode) and their measurements.
 
 Example:
     >>> import torch
@@ -84,7 +86,7 @@ from .runtime import (POOL, PREFETCH_SOURCE, STORE_NT_SOURCE, cache_dir, functio
 # The backward's block buffer (states, parameters, gradients): with at most L2_ROWS rows it may fill L2_BYTES (long
 # blocks: fewer row calls per element); with more rows, read and written many times per element, it stays in L1
 L1_BYTES = 24 * 1024
-L2_BYTES = 256 * 1024
+L2_BYTES = 512 * 1024
 L2_ROWS = 16
 MAX_BLOCK = 16384  # neurons per block of the backward, at most
 # The forward's block buffer holds only states and parameters and may sit in L2: long blocks read x and write the
@@ -322,7 +324,9 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
     nb = start_numba()
     fname = f"fused_{direction}"
     # the forward needs the step; the backward replays the step and runs the vjp
-    fns = {"STEP": cell.step} if direction == "fwd" else {"STEP": cell.step, "VJP": cell.vjp}
+    kept = _kept(cell, grads) if direction == "bwd" else None
+    fns = ({"STEP": cell.step} if direction == "fwd" else {"STEP": cell.step, "VJP": cell.vjp} if kept is None else
+           {"STEP": cell.step, "KEEP": cell.keep, "VJPK": cell.vjp_kept})
     cidx = {cell.params.index(n): f"CONST{i}" for i, n in enumerate(cell.const_params)}
     seq = tuple(cell.params.index(n) for n in cell.seq_params)
     if direction == "fwd":
@@ -330,8 +334,9 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
         src = _gen_forward_src(cell.n_states, cell.n_params, cidx, seq, blk, stream, seg)
     else:
         blk = _bwd_cap(cell, grads, np_dtype.itemsize, seg)
-        replay = vjp_reads_states(cell)
-        src = _gen_backward_src(cell.n_states, cell.n_params, cidx, seq, grads, replay, blk, stream, seg)
+        replay = vjp_reads_states(cell) if kept is None else bool(kept)
+        src = _gen_backward_src(cell.n_states, cell.n_params, cidx, seq, grads, replay, blk, stream, seg, kept,
+                                len(cell.keep_for))
     cut = src.index(f"def {fname}(")
     rows_src, driver = src[:cut], src[cut:]
     rows = re.findall(r"^def (row_\w+)\(", rows_src, flags=re.M)  # the per-row loops the driver calls
@@ -379,6 +384,22 @@ def _build(cell: Cell, np_dtype, direction: str, grad_src=None, consts=(), grads
         return drv(*a, *args)
 
     return kernel, blk
+
+
+@functools.lru_cache(maxsize=None)
+def _kept(cell: Cell, grads: tuple) -> tuple | None:
+    """The indices of ``cell.keep``'s values the backward stores when the parameters ``grads`` need a gradient
+    (None: the cell keeps no values; the replay stores its states)."""
+    if cell.keep is None:
+        return None
+    need = {cell.params[i] for i in grads}
+    return tuple(i for i, only in enumerate(cell.keep_for) if not only or need & set(only))
+
+
+def hist_rows(cell: Cell, grads: tuple) -> int:
+    """Values the backward's replay stores per neuron and step: the kept values, else the states."""
+    kept = _kept(cell, grads)
+    return cell.n_states if kept is None else max(1, len(kept))
 
 
 def block_size(n_rows: int, itemsize: int, budget: int = L1_BYTES, max_block: int = MAX_BLOCK) -> int:
@@ -608,9 +629,11 @@ def _gen_forward_src(S: int, P: int, consts: dict, seq: tuple, blk: int, stream:
 
 
 def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, replay: bool, blk: int,
-                      stream: bool, seg: bool = False) -> str:
+                      stream: bool, seg: bool = False, kept: tuple | None = None, n_kept: int = 0) -> str:
     """Source of ``fused_bwd``: per block, the replay of the forward (``row_replay``: the states entering every step
-    into ``hist``, when ``replay``), then ``row_bwd`` in reverse time.  ``loc`` holds states, array parameters
+    into ``hist``, when ``replay``), then ``row_bwd`` in reverse time.  With ``kept`` (the indices of the
+    ``n_kept`` values of the cell's ``keep`` that are stored), the replay stores those instead of the states and the
+    reverse rows call ``vjp_kept`` on them (``ZERO`` for the others), without reading x.  ``loc`` holds states, array parameters
     (not in segment mode), state gradients and the gradients of the parameters ``grads``; a parameter gradient is
     summed per run of equal table entries into ``gbuf`` (float64) and, after the parallel loop, into ``gtab``.
     ``gout`` is ``[T, N]``, or ``[1, 1]`` holding one value for every element when ``gc``."""
@@ -636,7 +659,13 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
         ind = _chunked(a, ("xr",), ("pf",))
         for i in range(S):
             a(f"{ind}a{i} = loc[U({o_s[i]}) + j]")
-            a(f"{ind}hr[U({o_s[i]}) + j] = a{i}")
+            if kept is None:
+                a(f"{ind}hr[U({o_s[i]}) + j] = a{i}")
+        if kept is not None:
+            a(f"{ind}{''.join(f'k{i}, ' for i in range(n_kept))}= KEEP(xr[j], "
+              f"{', '.join([f'a{i}' for i in range(S)] + p_expr)})")
+            for r, i in enumerate(kept):
+                a(f"{ind}hr[U({r * blk}) + j] = k{i}")
         a(f"{ind}o, {', '.join(f'n{i}' for i in range(S))} = STEP(xr[j], "
           f"{', '.join([f'a{i}' for i in range(S)] + p_expr)})")
         for i in range(S):
@@ -648,11 +677,14 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
                      ["gor[c0:c1]", "xr[c0:c1]", "gxr[c0:c1]", "hr[c0:]", "loc[c0:]", "alpha", "pf[c0:c1]",
                       "pf2[c0:c1]"], Pa, False)
     a(f"def {'run_' if seg else ''}row_bwd(gor, xr, gxr, hr, loc, alpha, pf, pf2{pargs}):")
-    st_args = [f"hr[U({k}) + j]" for k in o_s] if replay else ["ZERO"] * S
-    args = ["gor[j]"] + [f"loc[U({k}) + j]" for k in o_g] + ["xr[j]"] + st_args + p_expr + ["alpha"]
+    if kept is None:
+        st_args = ["xr[j]"] + ([f"hr[U({k}) + j]" for k in o_s] if replay else ["ZERO"] * S)
+    else:  # the kept values, ZERO for those not stored
+        st_args = [f"hr[U({kept.index(i) * blk}) + j]" if i in kept else "ZERO" for i in range(n_kept)]
+    args = ["gor[j]"] + [f"loc[U({k}) + j]" for k in o_g] + st_args + p_expr + ["alpha"]
     outs = ["dx"] + [f"ds{i}" for i in range(S)] + [f"dp{i}" if i in o_gp else "_" for i in range(P)]
     ind = _chunked(a, ("xr",), ("pf", "pf2"))
-    a(f"{ind}{', '.join(outs)} = VJP({', '.join(args)})")
+    a(f"{ind}{', '.join(outs)} = {'VJP' if kept is None else 'VJPK'}({', '.join(args)})")
     a(f"{ind}store_nt(gxr, j, dx)" if stream else f"{ind}gxr[j] = dx")
     for i in range(S):
         a(f"{ind}loc[U({o_g[i]}) + j] = ds{i}")
@@ -666,13 +698,15 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
     a("    xs = 1 if x.shape[0] > 1 else 0  # x [1, N]: one step repeated T times")
     a("    nblk = (N + bl - 1) // bl")
     a("    has_gv = gvseq.shape[0] > 0")
-    a(f"    H = {S * blk if replay else 0}")
+    a(f"    H = {(S if kept is None else len(kept)) * blk if replay else 0}")
     a("    for b in prange(nblk):")
     a("        n0 = b * bl")
     a("        n1 = min(n0 + bl, N)")
     a("        n2 = min(n1 + bl, N)")
     a("        m = n1 - n0")
-    a(f"        loc = np.zeros({K * blk}, dtype=x.dtype)")
+    a(f"        loc = np.empty({K * blk}, dtype=x.dtype)")
+    for k in o_gp.values():  # parameter gradients are summed into their rows (the state gradients' are set below)
+        a(f"        loc[{k}:{k} + m] = ZERO")
     a("        hist = np.empty(T * H, dtype=x.dtype)")
     a("        grow = np.full(m if gc else 0, gout[0, 0] if gc else ZERO)")
     a("        nopf = x[0, 0:0]")
@@ -690,6 +724,8 @@ def _gen_backward_src(S: int, P: int, consts: dict, seq: tuple, grads: tuple, re
     for i in range(S):
         a(f"        if gs{i}.shape[0] > 0:")
         a(f"            loc[{o_g[i]}:{o_g[i]} + m] = gs{i}[n0:n1]")
+        a("        else:")
+        a(f"            loc[{o_g[i]}:{o_g[i]} + m] = ZERO")
     a("        for t in range(T - 1, -1, -1):")
     a("            if has_gv:")
     a(f"                loc[{o_g[0]}:{o_g[0]} + m] += gvseq[t, n0:n1]")
@@ -992,7 +1028,7 @@ class FusedCellFn(torch.autograd.Function):
         r_of = {i: r for r, i in enumerate(arr)}
         grads = tuple(i for i in arr if needs[5 + S + i])
         sync_threads(T * N)
-        bl = bwd_block(_bwd_cap(cell, grads, npdt.itemsize, seg), N, T, S, npdt.itemsize)
+        bl = bwd_block(_bwd_cap(cell, grads, npdt.itemsize, seg), N, T, hist_rows(cell, grads), npdt.itemsize)
         nblk = (N + bl - 1) // bl
         # per gradient: (offset in gbuf, runs per block, offset of its table in gtab); a block of bl neurons spans at
         # most bl // inner + 2 runs of one table entry
