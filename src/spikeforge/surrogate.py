@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import builtins
 import math
 import types
 from dataclasses import dataclass
@@ -98,8 +99,11 @@ TORCH_MATH = {
 
 
 def bind(fn: Callable, namespace: dict) -> Callable:
-    """Return a copy of ``fn`` whose global names (``exp``, ``absf``, ...) resolve in ``namespace``."""
-    return types.FunctionType(fn.__code__, dict(namespace), fn.__name__, fn.__defaults__, fn.__closure__)
+    """Return a copy of ``fn`` whose global names (``exp``, ``absf``, ...) resolve in ``namespace`` (plus the
+    builtins, which tools that walk a function's globals, e.g. the ONNX exporter's tracer, expect to find)."""
+    g = dict(namespace)
+    g.setdefault("__builtins__", builtins)
+    return types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 @dataclass(frozen=True)
