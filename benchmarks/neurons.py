@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=3, help="processes per library, interleaved")
     ap.add_argument("--baseline", metavar="PATH", help="also time spikeforge from the source tree at PATH (e.g. "
-                    "`git worktree add /tmp/old <commit>`), interleaved with this one")
+                    "`git worktree add ../old <commit>`), interleaved with this one")
     ap.add_argument("--baseline-label", default="old tree", help="how the docs name the baseline (e.g. a commit)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
