@@ -33,8 +33,7 @@ from typing import NamedTuple
 import torch
 
 from ..kernels.cell import Cell, CellExample, register_cell, uniform
-from ..kernels.dispatch import check_backend_name, run_cell
-from ..surrogate import get_surrogate
+from ..kernels.dispatch import check_backend_name, resolve_surrogate, run_cell
 from ._checks import check_bool, check_number, check_seq, check_step, check_v_reset
 
 
@@ -168,18 +167,6 @@ def _initial_state(x_seq, state, v_reset, name="state"):
     return v.to(x_seq.dtype)
 
 
-_SURROGATES: dict = {}  # name -> Surrogate: a Surrogate is immutable, so one per name is made, not one per call
-
-
-def _surrogate(surrogate):
-    sg = _SURROGATES.get(surrogate) if type(surrogate) is str else None
-    if sg is None:
-        sg = get_surrogate(surrogate)
-        if type(surrogate) is str:
-            _SURROGATES[surrogate] = sg
-    return sg
-
-
 def lif_family_seq(x_seq, state, *, k, v_threshold, v_reset, decay_input, detach_reset, surrogate, backend,
                    return_v, check_inputs):
     """Shared implementation of :func:`if_`, :func:`lif`, :func:`plif` (``k`` = 1/tau, a float or tensor)."""
@@ -190,7 +177,7 @@ def lif_family_seq(x_seq, state, *, k, v_threshold, v_reset, decay_input, detach
     check_bool("detach_reset", detach_reset)
     check_bool("return_v", return_v)
     check_backend_name(backend)
-    sg = _surrogate(surrogate)
+    sg = resolve_surrogate(surrogate)
     v0 = _initial_state(x_seq, state, v_reset)
     s, v_last, v_seq = lif_family(x_seq, v0, k, v_threshold, v_reset, decay_input, detach_reset, sg,
                                   return_v, backend, bool(check_inputs))

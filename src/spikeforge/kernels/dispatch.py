@@ -68,7 +68,8 @@ def resolve_cell_backend(backend: str, x: torch.Tensor) -> str:
 _SURROGATES: dict = {}  # name -> Surrogate (immutable): resolved once, not on every call
 
 
-def _surrogate(surrogate) -> Surrogate:
+def resolve_surrogate(surrogate) -> Surrogate:
+    """``get_surrogate(surrogate)``, made once per name (a Surrogate is immutable)."""
     sg = _SURROGATES.get(surrogate) if type(surrogate) is str else None
     if sg is None:
         sg = get_surrogate(surrogate)
@@ -95,7 +96,7 @@ def run_cell(cell: Cell, x_seq: torch.Tensor, states=None, params=(), surrogate=
     ``params`` are numbers or tensors broadcastable to ``[B, ...]`` (a ``cell.seq_params`` one to ``[T, B, ...]``).
     ``v_seq`` (``record=True``) is the first state after every step.
     """
-    sg = _surrogate(surrogate)
+    sg = resolve_surrogate(surrogate)
     dt = x_seq.dtype
     if states is None:
         states = (0.0,) * cell.n_states
